@@ -1,0 +1,188 @@
+// Command k8s-master is a whole Kubernetes control plane in one process:
+// embedded etcd, kube-apiserver, kube-controller-manager and kube-scheduler.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime/debug"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/k8s-master/k8s-master/pkg/cluster"
+	"github.com/k8s-master/k8s-master/pkg/config"
+)
+
+// version is set at build time (-X main.version=...).
+var version = "dev"
+
+// stopTimeout bounds a graceful stop: leases released, apiserver drained,
+// etcd closed.
+const stopTimeout = 15 * time.Second
+
+func main() {
+	if err := newRootCommand().Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "error:", err)
+		os.Exit(1)
+	}
+}
+
+func newRootCommand() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "k8s-master",
+		Short:         "A highly available Kubernetes control plane in one process",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return fmt.Errorf("%w (see %s --help)", err, c.CommandPath())
+	})
+	root.AddCommand(newInitCommand(), newStartCommand(), newVersionCommand())
+	return root
+}
+
+// masterFlags binds the flags shared by init and start to a Config.
+func masterFlags(fs *pflag.FlagSet, c *config.Config) {
+	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory holding this master's state (PKI, etcd data, kubeconfigs)")
+	fs.StringVar(&c.Name, "name", c.Name, "node and etcd member name (default: the hostname)")
+	fs.StringVar(&c.AdvertiseAddress, "advertise-address", c.AdvertiseAddress, "address other masters and clients reach this master on (default: the address of the default-route interface)")
+	fs.StringVar(&c.BindAddress, "bind-address", c.BindAddress, "address the apiserver listens on")
+	fs.IntVar(&c.APIServerPort, "apiserver-port", c.APIServerPort, "apiserver port")
+	fs.IntVar(&c.EtcdClientPort, "etcd-client-port", c.EtcdClientPort, "etcd client port")
+	fs.IntVar(&c.EtcdPeerPort, "etcd-peer-port", c.EtcdPeerPort, "etcd peer port")
+	fs.IntVar(&c.EtcdMetricsPort, "etcd-metrics-port", c.EtcdMetricsPort, "etcd metrics port (loopback)")
+	fs.IntVar(&c.ControllerManagerPort, "controller-manager-port", c.ControllerManagerPort, "controller-manager secure port (loopback)")
+	fs.IntVar(&c.SchedulerPort, "scheduler-port", c.SchedulerPort, "scheduler secure port (loopback)")
+	fs.StringVar(&c.ServiceCIDR, "service-cidr", c.ServiceCIDR, "Service cluster IP range")
+	fs.StringVar(&c.PodCIDR, "pod-cidr", c.PodCIDR, "Pod network range; when set the controller-manager allocates node Pod CIDRs")
+	fs.StringVar(&c.ClusterDomain, "cluster-domain", c.ClusterDomain, "cluster DNS domain")
+	fs.StringSliceVar(&c.APIServerSANs, "apiserver-san", c.APIServerSANs, "extra names or addresses for the apiserver certificate (repeatable)")
+	fs.StringVar(&c.LogFile, "log-file", c.LogFile, `where component logs go ("-" for standard error; default DATA_DIR/k8s-master.log)`)
+	fs.IntVarP(&c.LogVerbosity, "v", "v", c.LogVerbosity, "log verbosity (0-10)")
+}
+
+func explicitFlags(fs *pflag.FlagSet) map[string]bool {
+	m := map[string]bool{}
+	fs.Visit(func(f *pflag.Flag) { m[f.Name] = true })
+	return m
+}
+
+func newInitCommand() *cobra.Command {
+	c := config.Default()
+	cmd := &cobra.Command{
+		Use:   "init",
+		Short: "Create a new cluster and run its first master in the foreground",
+		Long: `Create a new cluster in an empty data directory: cluster PKI, etcd,
+kube-apiserver, kube-controller-manager, kube-scheduler and an admin
+kubeconfig, then run the master until SIGTERM or SIGINT.
+
+On a data directory that already holds a cluster, init resumes it (as start
+does) unless the flags given contradict the recorded settings.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runMaster(cmd, &c, cluster.Init)
+		},
+	}
+	masterFlags(cmd.Flags(), &c)
+	return cmd
+}
+
+func newStartCommand() *cobra.Command {
+	c := config.Default()
+	cmd := &cobra.Command{
+		Use:   "start",
+		Short: "Run the master recorded in the data directory in the foreground",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runMaster(cmd, &c, cluster.Start)
+		},
+	}
+	masterFlags(cmd.Flags(), &c)
+	return cmd
+}
+
+type startFunc func(context.Context, *config.Config, cluster.Options) (*cluster.Master, error)
+
+func runMaster(cmd *cobra.Command, c *config.Config, run startFunc) error {
+	if err := c.Complete(); err != nil {
+		return err
+	}
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("invalid flags:\n  %w", indentJoin(err))
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	out := cmd.OutOrStdout()
+	m, err := run(ctx, c, cluster.Options{Out: out, Explicit: explicitFlags(cmd.Flags())})
+	if err != nil {
+		if ctx.Err() != nil {
+			return errors.New("interrupted")
+		}
+		return err
+	}
+	return m.Wait(ctx, stopTimeout, out)
+}
+
+// signalContext ends on the first SIGTERM or SIGINT. A second SIGINT (an
+// operator pressing Ctrl-C again) exits at once; repeated SIGTERMs, which
+// service managers and wrappers may send, keep the graceful stop going.
+func signalContext() (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := make(chan os.Signal, 4)
+	signal.Notify(ch, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		<-ch
+		cancel()
+		for sig := range ch {
+			if sig == syscall.SIGINT {
+				fmt.Fprintln(os.Stderr, "k8s-master: second interrupt, exiting without a graceful stop")
+				os.Exit(130)
+			}
+		}
+	}()
+	return ctx, func() { signal.Stop(ch); cancel() }
+}
+
+func indentJoin(err error) error {
+	var joined interface{ Unwrap() []error }
+	if !errors.As(err, &joined) {
+		return err
+	}
+	msg := ""
+	for i, e := range joined.Unwrap() {
+		if i > 0 {
+			msg += "\n  "
+		}
+		msg += e.Error()
+	}
+	return errors.New(msg)
+}
+
+func newVersionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the versions of k8s-master and what it embeds",
+		Args:  cobra.NoArgs,
+		Run: func(cmd *cobra.Command, _ []string) {
+			deps := map[string]string{}
+			goVersion := ""
+			if bi, ok := debug.ReadBuildInfo(); ok {
+				goVersion = bi.GoVersion
+				for _, d := range bi.Deps {
+					deps[d.Path] = d.Version
+				}
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, "k8s-master: %s\n", version)
+			fmt.Fprintf(out, "kubernetes: %s\n", deps["k8s.io/kubernetes"])
+			fmt.Fprintf(out, "etcd:       %s\n", deps["go.etcd.io/etcd/server/v3"])
+			fmt.Fprintf(out, "go:         %s\n", goVersion)
+		},
+	}
+}

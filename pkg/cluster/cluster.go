@@ -1,0 +1,477 @@
+// Package cluster puts a master together: it checks the host and the data
+// directory, makes or loads the PKI, and starts etcd, the apiserver, the
+// controller-manager and the scheduler in order; it stops them in reverse.
+package cluster
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
+
+	"github.com/k8s-master/k8s-master/pkg/config"
+	"github.com/k8s-master/k8s-master/pkg/controlplane"
+	"github.com/k8s-master/k8s-master/pkg/etcd"
+	"github.com/k8s-master/k8s-master/pkg/kubeconfig"
+	"github.com/k8s-master/k8s-master/pkg/logging"
+	"github.com/k8s-master/k8s-master/pkg/pki"
+	"github.com/k8s-master/k8s-master/pkg/preflight"
+)
+
+// Options tune a run of init or start.
+type Options struct {
+	// Out receives the progress lines.
+	Out io.Writer
+	// Explicit names the flags the user set; init and start refuse them
+	// when they contradict what the data directory recorded.
+	Explicit map[string]bool
+	// ReadyTimeout bounds the wait for the apiserver's /readyz.
+	ReadyTimeout time.Duration
+}
+
+// Master is a running master.
+type Master struct {
+	cfg   *config.Config
+	state *config.State
+	logs  *logging.Sink
+
+	etcd      *etcd.Member
+	apiserver *controlplane.APIServer
+	kcm       *controlplane.Supervised
+	scheduler *controlplane.Supervised
+
+	cancelLeaders   context.CancelFunc
+	cancelAPIServer context.CancelFunc
+}
+
+// Config is the configuration the master runs with.
+func (m *Master) Config() *config.Config { return m.cfg }
+
+// State is the cluster identity recorded in the data directory.
+func (m *Master) State() *config.State { return m.state }
+
+// Init creates a new cluster in an empty data directory and starts its
+// first master. On a directory that already holds a cluster it resumes it,
+// unless the flags given contradict it.
+func Init(ctx context.Context, c *config.Config, o Options) (*Master, error) {
+	p := newProgress(o.Out)
+	ds, err := inspectDataDir(c)
+	if err != nil {
+		return nil, err
+	}
+	if ds.state != nil {
+		if err := checkConflicts(&ds.state.Config, c, o.Explicit, "init"); err != nil {
+			return nil, err
+		}
+		p.printf("%s already holds cluster %s (initialised %s); resuming it. Next time run: k8s-master start --data-dir %s",
+			c.DataDir, ds.state.ClusterID, ds.state.CreatedAt.Format(time.RFC3339), c.DataDir)
+		return start(ctx, c, ds.state, o, p)
+	}
+	if len(ds.foreign) > 0 {
+		return nil, fmt.Errorf("data directory %s is not empty and holds no k8s-master cluster (found %s); pass an empty or new --data-dir", c.DataDir, strings.Join(ds.foreign, ", "))
+	}
+
+	p.printf("k8s-master: initialising a new cluster in %s (node %s, %s)", c.DataDir, c.Name, c.AdvertiseAddress)
+	var createdDir bool
+	if err := p.step("preflight checks", func() error {
+		if err := preflight.CheckPorts(ports(c)); err != nil {
+			return err
+		}
+		createdDir, err = preflight.CheckDataDir(c.DataDir)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+
+	// From here on a failure removes what this init wrote.
+	succeeded := false
+	var m *Master
+	defer func() {
+		if succeeded {
+			return
+		}
+		if m != nil {
+			m.stopAll(5 * time.Second)
+		}
+		if createdDir {
+			os.RemoveAll(c.DataDir)
+		} else if err := removeOwnEntries(c.DataDir); err != nil {
+			fmt.Fprintf(o.Out, "warning: could not clean up %s: %v\n", c.DataDir, err)
+		}
+	}()
+	if ds.incomplete {
+		if err := removeOwnEntries(c.DataDir); err != nil {
+			return nil, fmt.Errorf("cannot clear the interrupted init in %s: %w", c.DataDir, err)
+		}
+	}
+	if err := os.WriteFile(c.DataDir+"/"+initMarker, nil, 0o600); err != nil {
+		return nil, fmt.Errorf("data directory %s is not writable: %w", c.DataDir, err)
+	}
+
+	logs, err := logging.Setup(c.LogFile, c.LogVerbosity)
+	if err != nil {
+		return nil, err
+	}
+	m = &Master{cfg: c, logs: logs}
+
+	if err := p.step("cluster PKI and credentials", func() error {
+		if err := pki.CreateClusterSecrets(c, time.Now()); err != nil {
+			return err
+		}
+		return m.ensureCredentials(true)
+	}); err != nil {
+		return nil, err
+	}
+	if err := p.step("etcd member ready", func() error {
+		m.etcd, err = etcd.Start(ctx, c, etcd.Options{ClusterState: "new", Logger: logs.Zap})
+		return err
+	}); err != nil {
+		return nil, err
+	}
+
+	pin, err := pki.ReadPin(c)
+	if err != nil {
+		return nil, err
+	}
+	m.state = &config.State{
+		ClusterID:     newClusterID(),
+		CreatedAt:     time.Now().UTC(),
+		CAPin:         pin,
+		EtcdClusterID: m.etcd.ClusterID(),
+		Config:        *c,
+	}
+	if err := config.WriteState(c.StatePath(), m.state); err != nil {
+		return nil, err
+	}
+	if err := os.Remove(c.DataDir + "/" + initMarker); err != nil {
+		return nil, err
+	}
+	// The cluster exists now: later failures leave it for `start`.
+	succeeded = true
+	if err := m.startControlPlane(ctx, o, p); err != nil {
+		m.stopAll(10 * time.Second)
+		return nil, fmt.Errorf("%w; the cluster was created, fix the cause and run: k8s-master start --data-dir %s", err, c.DataDir)
+	}
+	m.printReady(p)
+	return m, nil
+}
+
+// Start runs the master recorded in the data directory.
+func Start(ctx context.Context, c *config.Config, o Options) (*Master, error) {
+	st, err := config.ReadState(c.StatePath())
+	if errors.Is(err, config.ErrNoState) {
+		if _, serr := os.Stat(c.DataDir); serr != nil {
+			return nil, fmt.Errorf("data directory %s does not exist; run k8s-master init to create a cluster, or pass --data-dir", c.DataDir)
+		}
+		return nil, fmt.Errorf("%s holds no initialised master; run k8s-master init --data-dir %s", c.DataDir, c.DataDir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := checkConflicts(&st.Config, c, o.Explicit, "start"); err != nil {
+		return nil, err
+	}
+	p := newProgress(o.Out)
+	p.printf("k8s-master: starting cluster %s from %s", st.ClusterID, c.DataDir)
+	return start(ctx, c, st, o, p)
+}
+
+func start(ctx context.Context, flags *config.Config, st *config.State, o Options, p *progress) (*Master, error) {
+	// The recorded settings rule; only where logs go comes from the flags.
+	c := st.Config
+	c.DataDir, c.LogFile, c.LogVerbosity = flags.DataDir, flags.LogFile, flags.LogVerbosity
+
+	if err := p.step("preflight checks", func() error {
+		if err := preflight.CheckPorts(ports(&c)); err != nil {
+			return err
+		}
+		_, err := preflight.CheckDataDir(c.DataDir)
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	pin, err := pki.ReadPin(&c)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the cluster CA: %w; restore %s from a backup", err, c.PKIDir())
+	}
+	if pin != st.CAPin {
+		return nil, fmt.Errorf("data directory %s holds the CA of a different cluster (%s, but cluster %s has %s); restore the matching pki/ directory or use the data directory it belongs to", c.DataDir, pin, st.ClusterID, st.CAPin)
+	}
+	logs, err := logging.Setup(c.LogFile, c.LogVerbosity)
+	if err != nil {
+		return nil, err
+	}
+	m := &Master{cfg: &c, state: st, logs: logs}
+	ok := false
+	defer func() {
+		if !ok {
+			m.stopAll(10 * time.Second)
+		}
+	}()
+	if err := p.step("certificates and credentials", func() error { return m.ensureCredentials(false) }); err != nil {
+		return nil, err
+	}
+	if err := p.step("etcd member ready", func() error {
+		m.etcd, err = etcd.Start(ctx, &c, etcd.Options{ClusterState: "existing", Logger: logs.Zap})
+		return err
+	}); err != nil {
+		return nil, err
+	}
+	if id := m.etcd.ClusterID(); id != st.EtcdClusterID {
+		return nil, fmt.Errorf("data directory %s holds etcd data of a different cluster (etcd cluster %s, but cluster %s has %s); restore the matching etcd/ directory or use the data directory it belongs to", c.DataDir, id, st.ClusterID, st.EtcdClusterID)
+	}
+	if err := m.startControlPlane(ctx, o, p); err != nil {
+		return nil, err
+	}
+	ok = true
+	m.printReady(p)
+	return m, nil
+}
+
+// ensureCredentials issues or renews the leaf certificates and rewrites the
+// files derived from them.
+func (m *Master) ensureCredentials(fresh bool) error {
+	c := m.cfg
+	cas, err := pki.LoadClusterCAs(c)
+	if err != nil {
+		return err
+	}
+	written, err := pki.EnsureLeaves(c, cas, time.Now())
+	if err != nil {
+		return err
+	}
+	if err := controlplane.WriteAuthenticationConfig(c); err != nil {
+		return err
+	}
+	p := c.PKIDir()
+	ca := pki.CertPath(p, pki.ClusterCA)
+	for _, k := range []kubeconfig.Spec{
+		{Path: c.AdminKubeconfig(), User: "kubernetes-admin", Server: "https://" + config.Host(c.AdvertiseAddress, c.APIServerPort), CertFile: pki.CertPath(p, pki.Admin), KeyFile: pki.KeyPath(p, pki.Admin)},
+		{Path: c.ControllerManagerKubeconfig(), User: "system:kube-controller-manager", Server: c.LocalAPIServerURL(), CertFile: pki.CertPath(p, pki.ControllerManager), KeyFile: pki.KeyPath(p, pki.ControllerManager)},
+		{Path: c.SchedulerKubeconfig(), User: "system:kube-scheduler", Server: c.LocalAPIServerURL(), CertFile: pki.CertPath(p, pki.Scheduler), KeyFile: pki.KeyPath(p, pki.Scheduler)},
+	} {
+		if _, err := os.Stat(k.Path); err == nil && written == 0 && !fresh {
+			continue
+		}
+		k.ClusterName, k.CAFile = "kubernetes", ca
+		if err := kubeconfig.Write(k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// startControlPlane starts the apiserver and, the moment it is ready, the
+// controller-manager and scheduler, whose set-up runs meanwhile.
+func (m *Master) startControlPlane(ctx context.Context, o Options, p *progress) error {
+	c := m.cfg
+	apiCtx, cancelAPI := context.WithCancel(context.WithoutCancel(ctx))
+	m.cancelAPIServer = cancelAPI
+	leadersCtx, cancelLeaders := context.WithCancel(context.WithoutCancel(ctx))
+	m.cancelLeaders = cancelLeaders
+
+	timeout := o.ReadyTimeout
+	if timeout == 0 {
+		timeout = 2 * time.Minute
+	}
+	if err := p.step("kube-apiserver ready", func() error {
+		var err error
+		if m.apiserver, err = controlplane.StartAPIServer(apiCtx, c); err != nil {
+			return err
+		}
+		// Build controller-manager and scheduler while the apiserver
+		// starts; neither talks to it until Start.
+		type built struct {
+			s   *controlplane.Supervised
+			err error
+		}
+		kcmCh, schedCh := make(chan built, 1), make(chan built, 1)
+		go func() { s, err := controlplane.NewControllerManager(leadersCtx, c); kcmCh <- built{s, err} }()
+		go func() { s, err := controlplane.NewScheduler(leadersCtx, c); schedCh <- built{s, err} }()
+		readyErr := m.apiserver.WaitReady(ctx, timeout)
+		k, s := <-kcmCh, <-schedCh
+		m.kcm, m.scheduler = k.s, s.s
+		if err := errors.Join(readyErr, k.err, s.err); err != nil {
+			return err
+		}
+		m.kcm.Start(leadersCtx)
+		m.scheduler.Start(leadersCtx)
+		return nil
+	}); err != nil {
+		return err
+	}
+	return p.step("controller-manager and scheduler leases", func() error {
+		return waitForLeases(ctx, c.AdminKubeconfig(), timeout)
+	})
+}
+
+// waitForLeases waits until both leader leases have a live holder (on a
+// bigger cluster that may be another master).
+func waitForLeases(ctx context.Context, kubeconfigPath string, timeout time.Duration) error {
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfigPath)
+	if err != nil {
+		return err
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(timeout)
+	for _, name := range []string{"kube-controller-manager", "kube-scheduler"} {
+		for {
+			l, err := cs.CoordinationV1().Leases("kube-system").Get(ctx, name, metav1.GetOptions{})
+			if err == nil && l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "" {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the %s lease has no holder after %s; see the log", name, timeout)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	return nil
+}
+
+func (m *Master) printReady(p *progress) {
+	p.printf("ready in %.1f s", p.elapsed().Seconds())
+	p.printf("  kubectl --kubeconfig %s get --raw /readyz", m.cfg.AdminKubeconfig())
+	p.printf("  logs: %s", m.cfg.LogFile)
+}
+
+// Wait blocks until ctx ends (a signal) or a component fails, then stops
+// the master in reverse order within timeout. It returns the failure.
+func (m *Master) Wait(ctx context.Context, stopTimeout time.Duration, out io.Writer) error {
+	var failure error
+	select {
+	case <-ctx.Done():
+	case err := <-m.etcd.Err():
+		failure = fmt.Errorf("etcd failed: %w", err)
+	case <-m.etcd.Stopped():
+		failure = errors.New("etcd stopped unexpectedly; see the log")
+	case <-m.apiserver.Done():
+		failure = fmt.Errorf("kube-apiserver stopped unexpectedly: %v; see the log", m.apiserver.Err())
+	}
+	if out != nil {
+		fmt.Fprintln(out, "k8s-master: stopping")
+	}
+	t := time.Now()
+	m.stopAll(stopTimeout)
+	if out != nil {
+		fmt.Fprintf(out, "k8s-master: stopped in %.1f s\n", time.Since(t).Seconds())
+	}
+	return failure
+}
+
+// stopAll stops whatever is running, in reverse start order: leader-elected
+// components first (they release their leases while the apiserver still
+// answers), then the apiserver, then etcd.
+func (m *Master) stopAll(timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	wait := func(ch <-chan struct{}, what string, share float64) {
+		if ch == nil {
+			return
+		}
+		budget := time.Duration(float64(time.Until(deadline)) * share)
+		select {
+		case <-ch:
+		case <-time.After(budget):
+			klog.InfoS("Gave up waiting for a component to stop", "component", what, "after", budget)
+		}
+	}
+	if m.cancelLeaders != nil {
+		m.cancelLeaders()
+		if m.kcm != nil {
+			wait(m.kcm.Done(), "kube-controller-manager", 0.3)
+		}
+		if m.scheduler != nil {
+			wait(m.scheduler.Done(), "kube-scheduler", 0.3)
+		}
+	}
+	if m.cancelAPIServer != nil {
+		m.cancelAPIServer()
+		if m.apiserver != nil {
+			wait(m.apiserver.Done(), "kube-apiserver", 0.7)
+		}
+	}
+	if m.etcd != nil {
+		done := make(chan struct{})
+		go func() { m.etcd.Close(); close(done) }()
+		wait(done, "etcd", 1)
+	}
+	if m.logs != nil {
+		m.logs.Close()
+	}
+}
+
+func ports(c *config.Config) []preflight.Port {
+	return []preflight.Port{
+		{Name: "apiserver", Flag: "--apiserver-port", Host: c.BindAddress, Port: c.APIServerPort},
+		{Name: "etcd client", Flag: "--etcd-client-port", Host: c.AdvertiseAddress, Port: c.EtcdClientPort},
+		{Name: "etcd peer", Flag: "--etcd-peer-port", Host: c.AdvertiseAddress, Port: c.EtcdPeerPort},
+		{Name: "etcd metrics", Flag: "--etcd-metrics-port", Host: "127.0.0.1", Port: c.EtcdMetricsPort},
+		{Name: "controller-manager", Flag: "--controller-manager-port", Host: "127.0.0.1", Port: c.ControllerManagerPort},
+		{Name: "scheduler", Flag: "--scheduler-port", Host: "127.0.0.1", Port: c.SchedulerPort},
+	}
+}
+
+// checkConflicts refuses flags that contradict what the data directory
+// recorded: silently ignoring them would run a different master than asked.
+func checkConflicts(stored, given *config.Config, explicit map[string]bool, verb string) error {
+	var diffs []string
+	for _, f := range recordedFlags {
+		if !explicit[f.flag] {
+			continue
+		}
+		if a, b := f.get(stored), f.get(given); a != b {
+			diffs = append(diffs, fmt.Sprintf("--%s is %q here but %q in the cluster", f.flag, b, a))
+		}
+	}
+	if len(diffs) == 0 {
+		return nil
+	}
+	hint := "drop those flags"
+	if verb == "init" {
+		hint += " and run: k8s-master start --data-dir " + given.DataDir
+	}
+	return fmt.Errorf("data directory %s already holds a cluster whose settings differ: %s; %s (use a new --data-dir for a new cluster)", given.DataDir, strings.Join(diffs, "; "), hint)
+}
+
+var recordedFlags = []struct {
+	flag string
+	get  func(*config.Config) string
+}{
+	{"name", func(c *config.Config) string { return c.Name }},
+	{"advertise-address", func(c *config.Config) string { return c.AdvertiseAddress }},
+	{"bind-address", func(c *config.Config) string { return c.BindAddress }},
+	{"apiserver-port", func(c *config.Config) string { return strconv.Itoa(c.APIServerPort) }},
+	{"etcd-client-port", func(c *config.Config) string { return strconv.Itoa(c.EtcdClientPort) }},
+	{"etcd-peer-port", func(c *config.Config) string { return strconv.Itoa(c.EtcdPeerPort) }},
+	{"etcd-metrics-port", func(c *config.Config) string { return strconv.Itoa(c.EtcdMetricsPort) }},
+	{"controller-manager-port", func(c *config.Config) string { return strconv.Itoa(c.ControllerManagerPort) }},
+	{"scheduler-port", func(c *config.Config) string { return strconv.Itoa(c.SchedulerPort) }},
+	{"service-cidr", func(c *config.Config) string { return c.ServiceCIDR }},
+	{"pod-cidr", func(c *config.Config) string { return c.PodCIDR }},
+	{"cluster-domain", func(c *config.Config) string { return c.ClusterDomain }},
+	{"apiserver-san", func(c *config.Config) string { return strings.Join(c.APIServerSANs, ",") }},
+}
+
+func newClusterID() string {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}

@@ -1,0 +1,262 @@
+// Package config holds the settings of one master: what the CLI parses, what
+// init records in the data directory and what every other package reads.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// DefaultDataDir is where a packaged master keeps its state.
+const DefaultDataDir = "/var/lib/k8s-master"
+
+// Config is everything one master needs to run. Cluster-wide fields
+// (ServiceCIDR, PodCIDR, ClusterDomain) are fixed at init; node-local ones
+// describe this master.
+type Config struct {
+	DataDir string `json:"-"`
+
+	// Name is this master's node and etcd member name.
+	Name string `json:"name"`
+	// AdvertiseAddress is the address other masters and clients reach this
+	// master on (etcd peer URL, apiserver endpoint).
+	AdvertiseAddress string `json:"advertiseAddress"`
+	// BindAddress is where the apiserver listens.
+	BindAddress string `json:"bindAddress"`
+
+	APIServerPort         int `json:"apiServerPort"`
+	EtcdClientPort        int `json:"etcdClientPort"`
+	EtcdPeerPort          int `json:"etcdPeerPort"`
+	EtcdMetricsPort       int `json:"etcdMetricsPort"`
+	ControllerManagerPort int `json:"controllerManagerPort"`
+	SchedulerPort         int `json:"schedulerPort"`
+
+	ServiceCIDR   string `json:"serviceCIDR"`
+	PodCIDR       string `json:"podCIDR,omitempty"`
+	ClusterDomain string `json:"clusterDomain"`
+
+	// APIServerSANs are extra names or addresses for the apiserver
+	// certificate (a DNS name of a load balancer, say).
+	APIServerSANs []string `json:"apiServerSANs,omitempty"`
+
+	// LogFile receives the components' logs; "-" means standard error.
+	LogFile      string `json:"-"`
+	LogVerbosity int    `json:"-"`
+}
+
+// Default returns a Config with every default filled in except the ones that
+// depend on the host (Name, AdvertiseAddress): see Complete.
+func Default() Config {
+	return Config{
+		DataDir:               DefaultDataDir,
+		BindAddress:           "0.0.0.0",
+		APIServerPort:         6443,
+		EtcdClientPort:        2379,
+		EtcdPeerPort:          2380,
+		EtcdMetricsPort:       2381,
+		ControllerManagerPort: 10257,
+		SchedulerPort:         10259,
+		ServiceCIDR:           "10.96.0.0/12",
+		ClusterDomain:         "cluster.local",
+	}
+}
+
+// Complete fills the host-dependent defaults: the node name from the
+// hostname and the advertise address from the default route.
+func (c *Config) Complete() error {
+	if c.DataDir != "" {
+		abs, err := filepath.Abs(c.DataDir)
+		if err != nil {
+			return fmt.Errorf("--data-dir %q: %w", c.DataDir, err)
+		}
+		c.DataDir = abs
+	}
+	if c.Name == "" {
+		h, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("cannot read the hostname for the node name: %w; pass --name", err)
+		}
+		c.Name = strings.ToLower(h)
+	}
+	if c.AdvertiseAddress == "" {
+		ip, err := DetectAdvertiseAddress()
+		if err != nil {
+			return err
+		}
+		c.AdvertiseAddress = ip.String()
+	}
+	if c.LogFile == "" {
+		c.LogFile = filepath.Join(c.DataDir, "k8s-master.log")
+	}
+	return nil
+}
+
+// Validate reports every problem at once, each naming the flag to fix.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+
+	if c.DataDir == "" {
+		add("--data-dir must not be empty")
+	} else if !filepath.IsAbs(c.DataDir) {
+		add("--data-dir %q must be an absolute path", c.DataDir)
+	}
+	if msgs := validation.IsDNS1123Subdomain(c.Name); len(msgs) > 0 {
+		add("--name %q is not a valid node name: %s", c.Name, strings.Join(msgs, "; "))
+	}
+	adv := net.ParseIP(c.AdvertiseAddress)
+	switch {
+	case adv == nil:
+		add("--advertise-address %q is not an IP address", c.AdvertiseAddress)
+	case adv.IsUnspecified():
+		add("--advertise-address must be a concrete address, not %s", c.AdvertiseAddress)
+	}
+	if ip := net.ParseIP(c.BindAddress); ip == nil {
+		add("--bind-address %q is not an IP address", c.BindAddress)
+	}
+
+	ports := []struct {
+		flag string
+		v    int
+	}{
+		{"--apiserver-port", c.APIServerPort},
+		{"--etcd-client-port", c.EtcdClientPort},
+		{"--etcd-peer-port", c.EtcdPeerPort},
+		{"--etcd-metrics-port", c.EtcdMetricsPort},
+		{"--controller-manager-port", c.ControllerManagerPort},
+		{"--scheduler-port", c.SchedulerPort},
+	}
+	seen := map[int]string{}
+	for _, p := range ports {
+		if p.v < 1 || p.v > 65535 {
+			add("%s %d is out of range 1-65535", p.flag, p.v)
+			continue
+		}
+		if other, dup := seen[p.v]; dup {
+			add("%s and %s are both %d; give each its own port", other, p.flag, p.v)
+		}
+		seen[p.v] = p.flag
+	}
+
+	svc, err := ParseServiceCIDR(c.ServiceCIDR)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if c.PodCIDR != "" {
+		_, pod, err := net.ParseCIDR(c.PodCIDR)
+		if err != nil {
+			add("--pod-cidr %q is not a CIDR: %v", c.PodCIDR, err)
+		} else if svc != nil && (pod.Contains(svc.IP) || svc.Contains(pod.IP)) {
+			add("--pod-cidr %s overlaps --service-cidr %s", c.PodCIDR, c.ServiceCIDR)
+		}
+	}
+	if msgs := validation.IsDNS1123Subdomain(c.ClusterDomain); len(msgs) > 0 {
+		add("--cluster-domain %q is invalid: %s", c.ClusterDomain, strings.Join(msgs, "; "))
+	}
+	for _, san := range c.APIServerSANs {
+		if net.ParseIP(san) != nil {
+			continue
+		}
+		if msgs := validation.IsDNS1123Subdomain(strings.TrimPrefix(san, "*.")); len(msgs) > 0 {
+			add("--apiserver-san %q is neither an IP address nor a DNS name", san)
+		}
+	}
+	if c.LogVerbosity < 0 || c.LogVerbosity > 10 {
+		add("-v %d is out of range 0-10", c.LogVerbosity)
+	}
+	return errors.Join(errs...)
+}
+
+// ParseServiceCIDR checks the service range the way kube-apiserver will
+// (at most 20 host bits for IPv4, 16 for IPv6 would be silly but legal up
+// to 112 prefix bits) so that a bad value fails before anything starts.
+func ParseServiceCIDR(s string) (*net.IPNet, error) {
+	_, n, err := net.ParseCIDR(s)
+	if err != nil {
+		return nil, fmt.Errorf("--service-cidr %q is not a CIDR: %w", s, err)
+	}
+	ones, bits := n.Mask.Size()
+	if bits-ones > 20 {
+		return nil, fmt.Errorf("--service-cidr %s is too large (more than 20 host bits); use a /12 or smaller", s)
+	}
+	if bits-ones < 2 {
+		return nil, fmt.Errorf("--service-cidr %s is too small; it must hold at least the kubernetes service", s)
+	}
+	return n, nil
+}
+
+// FirstServiceIP is the address of the kubernetes Service: the range's
+// network address plus one.
+func (c *Config) FirstServiceIP() (net.IP, error) {
+	n, err := ParseServiceCIDR(c.ServiceCIDR)
+	if err != nil {
+		return nil, err
+	}
+	ip := make(net.IP, len(n.IP))
+	copy(ip, n.IP)
+	for i := len(ip) - 1; i >= 0; i-- {
+		ip[i]++
+		if ip[i] != 0 {
+			break
+		}
+	}
+	return ip, nil
+}
+
+// Host formats an address for a URL (brackets around IPv6).
+func Host(ip string, port int) string {
+	return net.JoinHostPort(ip, fmt.Sprint(port))
+}
+
+// LocalAPIServerURL is how in-process components reach their own apiserver.
+func (c *Config) LocalAPIServerURL() string {
+	return "https://" + Host(c.loopback(), c.APIServerPort)
+}
+
+// LocalEtcdURL is how the local apiserver reaches the local etcd member.
+func (c *Config) LocalEtcdURL() string {
+	return "https://" + Host(c.loopback(), c.EtcdClientPort)
+}
+
+// loopback picks the loopback address of the advertise address's family so
+// that a single-stack IPv6 host works too.
+func (c *Config) loopback() string {
+	if ip := net.ParseIP(c.AdvertiseAddress); ip != nil && ip.To4() == nil {
+		return "::1"
+	}
+	return "127.0.0.1"
+}
+
+// EtcdPeerURL is what other members dial.
+func (c *Config) EtcdPeerURL() string {
+	return "https://" + Host(c.AdvertiseAddress, c.EtcdPeerPort)
+}
+
+// EtcdAdvertiseClientURL is what clients elsewhere dial.
+func (c *Config) EtcdAdvertiseClientURL() string {
+	return "https://" + Host(c.AdvertiseAddress, c.EtcdClientPort)
+}
+
+// Paths of everything in the data directory, in one place.
+func (c *Config) PKIDir() string          { return filepath.Join(c.DataDir, "pki") }
+func (c *Config) EtcdDir() string         { return filepath.Join(c.DataDir, "etcd") }
+func (c *Config) StatePath() string       { return filepath.Join(c.DataDir, "state.json") }
+func (c *Config) AdminKubeconfig() string { return filepath.Join(c.DataDir, "admin.kubeconfig") }
+func (c *Config) ControllerManagerKubeconfig() string {
+	return filepath.Join(c.DataDir, "controller-manager.kubeconfig")
+}
+func (c *Config) SchedulerKubeconfig() string {
+	return filepath.Join(c.DataDir, "scheduler.kubeconfig")
+}
+func (c *Config) EncryptionConfigPath() string {
+	return filepath.Join(c.DataDir, "encryption-config.yaml")
+}
+func (c *Config) AuthenticationConfigPath() string {
+	return filepath.Join(c.DataDir, "authentication-config.yaml")
+}

@@ -1,0 +1,219 @@
+// Package controlplane runs kube-apiserver, kube-controller-manager and
+// kube-scheduler inside this process through their upstream app packages,
+// at the options level (their cobra commands install signal handlers and
+// logging that may only exist once per process).
+package controlplane
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	genericapiserver "k8s.io/apiserver/pkg/server"
+	"k8s.io/apiserver/pkg/server/healthz"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+	apiserverapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
+	apiserveroptions "k8s.io/kubernetes/cmd/kube-apiserver/app/options"
+
+	"github.com/k8s-master/k8s-master/pkg/config"
+	"github.com/k8s-master/k8s-master/pkg/fsutil"
+	"github.com/k8s-master/k8s-master/pkg/pki"
+)
+
+// APIServer is a running kube-apiserver.
+type APIServer struct {
+	cfg  *config.Config
+	done chan struct{}
+	err  error
+}
+
+// apiServerArgs are the kube-apiserver flags for this master, the same a
+// kubeadm master would pass, pointed at the data directory.
+func apiServerArgs(c *config.Config) []string {
+	p := c.PKIDir()
+	etcdDir := pki.EtcdDir(p)
+	return []string{
+		"--advertise-address=" + c.AdvertiseAddress,
+		"--bind-address=" + c.BindAddress,
+		"--secure-port=" + strconv.Itoa(c.APIServerPort),
+		"--etcd-servers=" + c.LocalEtcdURL(),
+		"--etcd-cafile=" + pki.CertPath(etcdDir, pki.EtcdCA),
+		"--etcd-certfile=" + pki.CertPath(p, pki.APIServerEtcdClient),
+		"--etcd-keyfile=" + pki.KeyPath(p, pki.APIServerEtcdClient),
+		"--client-ca-file=" + pki.CertPath(p, pki.ClusterCA),
+		"--tls-cert-file=" + pki.CertPath(p, pki.APIServer),
+		"--tls-private-key-file=" + pki.KeyPath(p, pki.APIServer),
+		"--kubelet-client-certificate=" + pki.CertPath(p, pki.APIServerKubeletClient),
+		"--kubelet-client-key=" + pki.KeyPath(p, pki.APIServerKubeletClient),
+		"--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
+		"--proxy-client-cert-file=" + pki.CertPath(p, pki.FrontProxyClient),
+		"--proxy-client-key-file=" + pki.KeyPath(p, pki.FrontProxyClient),
+		"--requestheader-client-ca-file=" + pki.CertPath(p, pki.FrontProxyCA),
+		"--requestheader-allowed-names=front-proxy-client",
+		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
+		"--requestheader-group-headers=X-Remote-Group",
+		"--requestheader-username-headers=X-Remote-User",
+		"--service-account-issuer=https://kubernetes.default.svc." + c.ClusterDomain,
+		"--service-account-key-file=" + p + "/" + pki.SAPub,
+		"--service-account-signing-key-file=" + p + "/" + pki.SAKey,
+		"--service-cluster-ip-range=" + c.ServiceCIDR,
+		"--authorization-mode=Node,RBAC",
+		"--enable-admission-plugins=NodeRestriction",
+		"--allow-privileged=true",
+		"--encryption-provider-config=" + c.EncryptionConfigPath(),
+		// Anonymous requests are authenticated only for the health
+		// endpoints (structured authentication config, GA in 1.34).
+		"--authentication-config=" + c.AuthenticationConfigPath(),
+		"--profiling=false",
+		// Lets the in-process controller-manager return (instead of
+		// exiting the whole process) when it loses its lease, and hand the
+		// lease over at once on a graceful stop.
+		"--feature-gates=ControllerManagerReleaseLeaderElectionLockOnExit=true",
+		"--cert-dir=" + p + "/apiserver-generated",
+	}
+}
+
+// WriteAuthenticationConfig writes the structured authentication config
+// that limits anonymous access to the health endpoints.
+func WriteAuthenticationConfig(c *config.Config) error {
+	doc := `apiVersion: apiserver.config.k8s.io/v1
+kind: AuthenticationConfiguration
+anonymous:
+  enabled: true
+  conditions:
+  - path: /livez
+  - path: /readyz
+  - path: /healthz
+`
+	return fsutil.WriteFileAtomic(c.AuthenticationConfigPath(), []byte(doc), 0o600)
+}
+
+// StartAPIServer builds the apiserver and starts serving in the background;
+// use WaitReady to wait for /readyz.
+func StartAPIServer(ctx context.Context, c *config.Config) (*APIServer, error) {
+	s := apiserveroptions.NewServerRunOptions()
+	fs := pflag.NewFlagSet("kube-apiserver", pflag.ContinueOnError)
+	for _, f := range s.Flags().FlagSets {
+		fs.AddFlagSet(f)
+	}
+	if err := fs.Parse(apiServerArgs(c)); err != nil {
+		return nil, fmt.Errorf("kube-apiserver flags: %w", err)
+	}
+	if err := s.GenericServerRunOptions.ComponentGlobalsRegistry.Set(); err != nil {
+		return nil, fmt.Errorf("kube-apiserver feature gates: %w", err)
+	}
+	// In-process clients talk to this very server; its warnings are noise.
+	rest.SetDefaultWarningHandler(rest.NoWarnings{})
+
+	completed, err := s.Complete(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("kube-apiserver options: %w", err)
+	}
+	if errs := completed.Validate(); len(errs) != 0 {
+		return nil, fmt.Errorf("kube-apiserver options: %w", utilerrors.NewAggregate(errs))
+	}
+
+	// The steps of apiserverapp.Run, with one change between NewConfig and
+	// Complete: /livez must not fail while etcd is briefly unreachable, or
+	// a liveness probe would restart this process and with it our own etcd
+	// member. /readyz keeps its etcd check.
+	apiCfg, err := apiserverapp.NewConfig(completed)
+	if err != nil {
+		return nil, fmt.Errorf("kube-apiserver config: %w", err)
+	}
+	for _, g := range []*genericapiserver.Config{
+		apiCfg.KubeAPIs.ControlPlane.Generic,
+		&apiCfg.ApiExtensions.GenericConfig.Config,
+		&apiCfg.Aggregator.GenericConfig.Config,
+	} {
+		// A new slice: the three configs share one backing array.
+		var kept []healthz.HealthChecker
+		for _, h := range g.LivezChecks {
+			if h.Name() != "etcd" {
+				kept = append(kept, h)
+			}
+		}
+		g.LivezChecks = kept
+	}
+	done, err := apiCfg.Complete()
+	if err != nil {
+		return nil, err
+	}
+	chain, err := apiserverapp.CreateServerChain(done)
+	if err != nil {
+		return nil, fmt.Errorf("kube-apiserver: %w", err)
+	}
+	prepared, err := chain.PrepareRun()
+	if err != nil {
+		return nil, fmt.Errorf("kube-apiserver: %w", err)
+	}
+	a := &APIServer{cfg: c, done: make(chan struct{})}
+	go func() {
+		defer close(a.done)
+		a.err = prepared.Run(ctx)
+		if a.err != nil {
+			klog.ErrorS(a.err, "kube-apiserver stopped")
+		}
+	}()
+	return a, nil
+}
+
+// Done is closed when the apiserver has stopped; Err says why.
+func (a *APIServer) Done() <-chan struct{} { return a.done }
+func (a *APIServer) Err() error            { return a.err }
+
+// WaitReady polls /readyz until it answers ok.
+func (a *APIServer) WaitReady(ctx context.Context, timeout time.Duration) error {
+	return WaitHTTPSOK(ctx, a.cfg.LocalAPIServerURL()+"/readyz", pki.CertPath(a.cfg.PKIDir(), pki.ClusterCA), timeout, a.done)
+}
+
+// WaitHTTPSOK polls url (trusting caFile) every 50 ms until it answers 200,
+// the timeout passes, ctx ends or abort closes.
+func WaitHTTPSOK(ctx context.Context, url, caFile string, timeout time.Duration, abort <-chan struct{}) error {
+	caPEM, err := os.ReadFile(caFile)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	client := &http.Client{
+		Timeout:   2 * time.Second,
+		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
+	}
+	defer client.CloseIdleConnections()
+	deadline := time.Now().Add(timeout)
+	last := "no answer yet"
+	for {
+		resp, err := client.Get(url)
+		if err == nil {
+			var body [512]byte
+			n, _ := resp.Body.Read(body[:])
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+			last = fmt.Sprintf("%s: %s", resp.Status, strings.TrimSpace(string(body[:n])))
+		} else {
+			last = err.Error()
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s not ready after %s (last: %s)", url, timeout, last)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-abort:
+			return fmt.Errorf("stopped before %s was ready", url)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}

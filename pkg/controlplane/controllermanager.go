@@ -1,0 +1,76 @@
+package controlplane
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+
+	"github.com/spf13/pflag"
+	"k8s.io/component-base/configz"
+	kcmapp "k8s.io/kubernetes/cmd/kube-controller-manager/app"
+	kcmoptions "k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
+
+	"github.com/k8s-master/k8s-master/pkg/config"
+	"github.com/k8s-master/k8s-master/pkg/pki"
+)
+
+func controllerManagerArgs(c *config.Config) []string {
+	p := c.PKIDir()
+	kc := c.ControllerManagerKubeconfig()
+	args := []string{
+		"--kubeconfig=" + kc,
+		"--authentication-kubeconfig=" + kc,
+		"--authorization-kubeconfig=" + kc,
+		// Both CAs given: no lookup of the extension-apiserver-authentication
+		// ConfigMap, so the configuration builds before the apiserver is up.
+		"--client-ca-file=" + pki.CertPath(p, pki.ClusterCA),
+		"--requestheader-client-ca-file=" + pki.CertPath(p, pki.FrontProxyCA),
+		"--bind-address=127.0.0.1",
+		"--secure-port=" + strconv.Itoa(c.ControllerManagerPort),
+		"--tls-cert-file=" + pki.CertPath(p, pki.ControllerManagerTLS),
+		"--tls-private-key-file=" + pki.KeyPath(p, pki.ControllerManagerTLS),
+		"--cluster-signing-cert-file=" + pki.CertPath(p, pki.ClusterCA),
+		"--cluster-signing-key-file=" + pki.KeyPath(p, pki.ClusterCA),
+		"--root-ca-file=" + pki.CertPath(p, pki.ClusterCA),
+		"--service-account-private-key-file=" + p + "/" + pki.SAKey,
+		"--use-service-account-credentials=true",
+		"--leader-elect=true",
+		"--controllers=*,bootstrapsigner,tokencleaner",
+		"--service-cluster-ip-range=" + c.ServiceCIDR,
+		"--cluster-name=kubernetes",
+		"--profiling=false",
+	}
+	if c.PodCIDR != "" {
+		args = append(args, "--allocate-node-cidrs=true", "--cluster-cidr="+c.PodCIDR)
+	}
+	return args
+}
+
+// NewControllerManager prepares kube-controller-manager; Start runs it.
+func NewControllerManager(ctx context.Context, c *config.Config) (*Supervised, error) {
+	return newSupervised(ctx, "kube-controller-manager", func(ctx context.Context) (runner, error) {
+		s, err := kcmoptions.NewKubeControllerManagerOptions()
+		if err != nil {
+			return nil, err
+		}
+		known, disabled, aliases := kcmapp.KnownControllers(), kcmapp.ControllersDisabledByDefault(), kcmapp.ControllerAliases()
+		fs := pflag.NewFlagSet("kube-controller-manager", pflag.ContinueOnError)
+		nfs := s.Flags(known, disabled, aliases)
+		for _, f := range nfs.FlagSets {
+			fs.AddFlagSet(f)
+		}
+		if err := fs.Parse(controllerManagerArgs(c)); err != nil {
+			return nil, fmt.Errorf("flags: %w", err)
+		}
+		cfg, err := s.Config(ctx, known, disabled, aliases)
+		if err != nil {
+			return nil, err
+		}
+		completed := cfg.Complete()
+		return func(ctx context.Context) error {
+			// /configz is process-global and Run registers it afresh.
+			configz.Delete(kcmapp.ConfigzName)
+			return kcmapp.Run(ctx, completed)
+		}, nil
+	})
+}

@@ -1,0 +1,159 @@
+// Package etcd runs this master's embedded etcd member.
+package etcd
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"time"
+
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	"go.etcd.io/etcd/server/v3/embed"
+	"go.uber.org/zap"
+
+	"github.com/k8s-master/k8s-master/pkg/config"
+	"github.com/k8s-master/k8s-master/pkg/pki"
+)
+
+// Options are what the member needs beyond the master's Config.
+type Options struct {
+	// ClusterState is "new" for init and "existing" for a member that joins.
+	ClusterState string
+	// InitialCluster is "name=peerURL,..."; empty means just this member.
+	InitialCluster string
+	Logger         *zap.Logger
+	// ReadyTimeout bounds the wait for the member to serve (a new
+	// single-member cluster needs well under a second; a member rejoining
+	// a cluster without quorum waits for it).
+	ReadyTimeout time.Duration
+}
+
+// Member is a running etcd member.
+type Member struct {
+	etcd *embed.Etcd
+}
+
+// Start launches the member and waits until it serves clients.
+func Start(ctx context.Context, c *config.Config, o Options) (*Member, error) {
+	cfg, err := embedConfig(c, o)
+	if err != nil {
+		return nil, err
+	}
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("start etcd: %w", err)
+	}
+	timeout := o.ReadyTimeout
+	if timeout == 0 {
+		timeout = 60 * time.Second
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+		return &Member{etcd: e}, nil
+	case err := <-e.Err():
+		e.Close()
+		return nil, fmt.Errorf("etcd failed while starting: %w", err)
+	case <-time.After(timeout):
+		e.Server.Stop()
+		e.Close()
+		return nil, fmt.Errorf("etcd was not ready after %s; see the log for why (no quorum?)", timeout)
+	case <-ctx.Done():
+		e.Close()
+		return nil, ctx.Err()
+	}
+}
+
+func embedConfig(c *config.Config, o Options) (*embed.Config, error) {
+	cfg := embed.NewConfig()
+	cfg.Name = c.Name
+	cfg.Dir = c.EtcdDir()
+	peer, err := url.Parse(c.EtcdPeerURL())
+	if err != nil {
+		return nil, err
+	}
+	advClient, err := url.Parse(c.EtcdAdvertiseClientURL())
+	if err != nil {
+		return nil, err
+	}
+	localClient, err := url.Parse(c.LocalEtcdURL())
+	if err != nil {
+		return nil, err
+	}
+	metrics, err := url.Parse("http://" + config.Host("127.0.0.1", c.EtcdMetricsPort))
+	if err != nil {
+		return nil, err
+	}
+	cfg.ListenPeerUrls = []url.URL{*peer}
+	cfg.AdvertisePeerUrls = []url.URL{*peer}
+	cfg.AdvertiseClientUrls = []url.URL{*advClient}
+	cfg.ListenClientUrls = []url.URL{*advClient}
+	if localClient.Host != advClient.Host {
+		cfg.ListenClientUrls = append(cfg.ListenClientUrls, *localClient)
+	}
+	cfg.ListenMetricsUrls = []url.URL{*metrics}
+	cfg.Metrics = "basic"
+
+	cfg.ClusterState = o.ClusterState
+	if cfg.ClusterState == "" {
+		cfg.ClusterState = embed.ClusterStateFlagNew
+	}
+	cfg.InitialCluster = o.InitialCluster
+	if cfg.InitialCluster == "" {
+		cfg.InitialCluster = c.Name + "=" + peer.String()
+	}
+	// A new cluster's token keeps members of different clusters on the same
+	// network from talking to each other by accident.
+	cfg.InitialClusterToken = "k8s-master"
+	cfg.StrictReconfigCheck = true
+	cfg.PreVote = true
+
+	dir := pki.EtcdDir(c.PKIDir())
+	tls := transport.TLSInfo{
+		TrustedCAFile:  pki.CertPath(dir, pki.EtcdCA),
+		ClientCertAuth: true,
+	}
+	cfg.ClientTLSInfo = tls
+	cfg.ClientTLSInfo.CertFile = pki.CertPath(dir, pki.EtcdServer)
+	cfg.ClientTLSInfo.KeyFile = pki.KeyPath(dir, pki.EtcdServer)
+	cfg.PeerTLSInfo = tls
+	cfg.PeerTLSInfo.CertFile = pki.CertPath(dir, pki.EtcdPeer)
+	cfg.PeerTLSInfo.KeyFile = pki.KeyPath(dir, pki.EtcdPeer)
+
+	if o.Logger != nil {
+		cfg.Logger = "zap"
+		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(o.Logger)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("etcd configuration: %w", err)
+	}
+	return cfg, nil
+}
+
+// ClusterID is the etcd cluster ID in the hex form etcdctl prints.
+func (m *Member) ClusterID() string { return m.etcd.Server.Cluster().ID().String() }
+
+// Err reports a fatal error of the running member.
+func (m *Member) Err() <-chan error { return m.etcd.Err() }
+
+// Stopped is closed when the member has stopped.
+func (m *Member) Stopped() <-chan struct{} { return m.etcd.Server.StopNotify() }
+
+// Close stops the member gracefully (leadership is handed over first when
+// there are other voters) and releases its ports.
+func (m *Member) Close() { m.etcd.Close() }
+
+// ClientTLS returns the files a local client (the apiserver) presents.
+func ClientTLS(c *config.Config) transport.TLSInfo {
+	return transport.TLSInfo{
+		TrustedCAFile: pki.CertPath(pki.EtcdDir(c.PKIDir()), pki.EtcdCA),
+		CertFile:      pki.CertPath(c.PKIDir(), pki.APIServerEtcdClient),
+		KeyFile:       pki.KeyPath(c.PKIDir(), pki.APIServerEtcdClient),
+	}
+}
+
+// HasData tells whether the data directory already holds a member's data.
+func HasData(c *config.Config) bool {
+	ok, _ := filepath.Glob(filepath.Join(c.EtcdDir(), "member", "wal", "*.wal"))
+	return len(ok) > 0
+}

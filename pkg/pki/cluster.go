@@ -1,0 +1,243 @@
+package pki
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/k8s-master/k8s-master/pkg/config"
+	"github.com/k8s-master/k8s-master/pkg/fsutil"
+)
+
+// Names of the CAs and shared keys, kubeadm's layout so operators find
+// their way: pki/ca, pki/front-proxy-ca, pki/etcd/ca, pki/sa.
+const (
+	ClusterCA    = "ca"
+	FrontProxyCA = "front-proxy-ca"
+	EtcdCA       = "ca" // under pki/etcd
+	SAKey        = "sa.key"
+	SAPub        = "sa.pub"
+)
+
+// Leaf certificate file stems.
+const (
+	APIServer             = "apiserver"
+	APIServerKubeletClient = "apiserver-kubelet-client"
+	APIServerEtcdClient   = "apiserver-etcd-client"
+	FrontProxyClient      = "front-proxy-client"
+	EtcdServer            = "server" // under pki/etcd
+	EtcdPeer              = "peer"   // under pki/etcd
+	ControllerManager     = "controller-manager"
+	ControllerManagerTLS  = "controller-manager-serving"
+	Scheduler             = "scheduler"
+	SchedulerTLS          = "scheduler-serving"
+	Admin                 = "admin"
+)
+
+// EtcdDir is where the etcd CA and member certificates live.
+func EtcdDir(pkiDir string) string { return filepath.Join(pkiDir, "etcd") }
+
+// CreateClusterSecrets makes what every master of one cluster shares: the
+// three CAs, the service-account key pair and the secrets-encryption key.
+// It refuses to overwrite any of them.
+func CreateClusterSecrets(c *config.Config, now time.Time) error {
+	dir := c.PKIDir()
+	for _, ca := range []struct{ dir, name, cn string }{
+		{dir, ClusterCA, "kubernetes"},
+		{dir, FrontProxyCA, "front-proxy-ca"},
+		{EtcdDir(dir), EtcdCA, "etcd-ca"},
+	} {
+		if _, created, err := LoadOrCreateCA(ca.dir, ca.name, ca.cn, now); err != nil {
+			return err
+		} else if !created {
+			return fmt.Errorf("%s already exists; refusing to replace a cluster CA", CertPath(ca.dir, ca.name))
+		}
+	}
+	if err := writeSAKeyPair(dir); err != nil {
+		return err
+	}
+	return WriteEncryptionConfig(c.EncryptionConfigPath())
+}
+
+func writeSAKeyPair(dir string) error {
+	if _, err := os.Stat(filepath.Join(dir, SAKey)); err == nil {
+		return fmt.Errorf("%s already exists; refusing to replace the service-account key", filepath.Join(dir, SAKey))
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	keyPEM, err := encodeKey(key)
+	if err != nil {
+		return err
+	}
+	pubDER, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		return err
+	}
+	if err := fsutil.WriteFileAtomic(filepath.Join(dir, SAKey), keyPEM, 0o600); err != nil {
+		return err
+	}
+	return fsutil.WriteFileAtomic(filepath.Join(dir, SAPub), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o644)
+}
+
+// WriteEncryptionConfig writes an EncryptionConfiguration that encrypts
+// Secrets with a fresh secretbox key (XSalsa20-Poly1305, the local provider
+// upstream recommends over aescbc); identity stays readable as a fallback so
+// objects written before encryption was on can still be read.
+func WriteEncryptionConfig(path string) error {
+	if _, err := os.Stat(path); err == nil {
+		return fmt.Errorf("%s already exists; refusing to replace the secrets encryption key", path)
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return err
+	}
+	doc := fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1
+kind: EncryptionConfiguration
+resources:
+- resources: [secrets]
+  providers:
+  - secretbox:
+      keys:
+      - name: key1
+        secret: %s
+  - identity: {}
+`, base64.StdEncoding.EncodeToString(key))
+	return fsutil.WriteFileAtomic(path, []byte(doc), 0o600)
+}
+
+// ClusterCAs are the loaded authorities a master signs its leaves with.
+type ClusterCAs struct {
+	Cluster, FrontProxy, Etcd *CA
+}
+
+// LoadClusterCAs loads the three CAs from the data directory.
+func LoadClusterCAs(c *config.Config) (*ClusterCAs, error) {
+	dir := c.PKIDir()
+	var cas ClusterCAs
+	var err error
+	if cas.Cluster, err = LoadCA(dir, ClusterCA); err != nil {
+		return nil, fmt.Errorf("load cluster CA: %w", err)
+	}
+	if cas.FrontProxy, err = LoadCA(dir, FrontProxyCA); err != nil {
+		return nil, fmt.Errorf("load front-proxy CA: %w", err)
+	}
+	if cas.Etcd, err = LoadCA(EtcdDir(dir), EtcdCA); err != nil {
+		return nil, fmt.Errorf("load etcd CA: %w", err)
+	}
+	return &cas, nil
+}
+
+// APIServerSANs lists the names and addresses the apiserver certificate
+// must carry for every way a client may reach it.
+func APIServerSANs(c *config.Config) ([]string, []net.IP, error) {
+	svcIP, err := c.FirstServiceIP()
+	if err != nil {
+		return nil, nil, err
+	}
+	dns := []string{
+		c.Name, "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+		"kubernetes.default.svc." + c.ClusterDomain,
+	}
+	ips := []net.IP{net.ParseIP(c.AdvertiseAddress), svcIP, net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	for _, san := range c.APIServerSANs {
+		if ip := net.ParseIP(san); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dns = append(dns, san)
+		}
+	}
+	return dedupStrings(dns), dedupIPs(ips), nil
+}
+
+// EnsureLeaves issues or renews every leaf certificate this master needs
+// and reports how many it (re)wrote.
+func EnsureLeaves(c *config.Config, cas *ClusterCAs, now time.Time) (int, error) {
+	dir := c.PKIDir()
+	apiDNS, apiIPs, err := APIServerSANs(c)
+	if err != nil {
+		return 0, err
+	}
+	nodeIP := net.ParseIP(c.AdvertiseAddress)
+	etcdDNS := dedupStrings([]string{c.Name, "localhost"})
+	etcdIPs := dedupIPs([]net.IP{nodeIP, net.IPv4(127, 0, 0, 1), net.IPv6loopback})
+	loopDNS := []string{"localhost"}
+	loopIPs := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+
+	jobs := []struct {
+		ca   *CA
+		dir  string
+		spec LeafSpec
+	}{
+		{cas.Cluster, dir, LeafSpec{Name: APIServer, CommonName: "kube-apiserver", DNSNames: apiDNS, IPs: apiIPs, Usage: ServerAuth}},
+		{cas.Cluster, dir, LeafSpec{Name: APIServerKubeletClient, CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}, Usage: ClientAuth}},
+		{cas.Etcd, dir, LeafSpec{Name: APIServerEtcdClient, CommonName: "kube-apiserver-etcd-client", Usage: ClientAuth}},
+		{cas.FrontProxy, dir, LeafSpec{Name: FrontProxyClient, CommonName: "front-proxy-client", Usage: ClientAuth}},
+		{cas.Etcd, EtcdDir(dir), LeafSpec{Name: EtcdServer, CommonName: c.Name, DNSNames: etcdDNS, IPs: etcdIPs, Usage: ServerAuth | ClientAuth}},
+		{cas.Etcd, EtcdDir(dir), LeafSpec{Name: EtcdPeer, CommonName: c.Name, DNSNames: etcdDNS, IPs: etcdIPs, Usage: ServerAuth | ClientAuth}},
+		{cas.Cluster, dir, LeafSpec{Name: ControllerManager, CommonName: "system:kube-controller-manager", Usage: ClientAuth}},
+		{cas.Cluster, dir, LeafSpec{Name: ControllerManagerTLS, CommonName: "kube-controller-manager", DNSNames: loopDNS, IPs: loopIPs, Usage: ServerAuth}},
+		{cas.Cluster, dir, LeafSpec{Name: Scheduler, CommonName: "system:kube-scheduler", Usage: ClientAuth}},
+		{cas.Cluster, dir, LeafSpec{Name: SchedulerTLS, CommonName: "kube-scheduler", DNSNames: loopDNS, IPs: loopIPs, Usage: ServerAuth}},
+		{cas.Cluster, dir, LeafSpec{Name: Admin, CommonName: "kubernetes-admin", Organization: []string{"system:masters"}, Usage: ClientAuth}},
+	}
+	written := 0
+	for _, j := range jobs {
+		changed, err := j.ca.EnsureLeaf(j.dir, j.spec, now)
+		if err != nil {
+			return written, err
+		}
+		if changed {
+			written++
+		}
+	}
+	return written, nil
+}
+
+// ReadPin returns the pin of the cluster CA stored under the data directory.
+func ReadPin(c *config.Config) (string, error) {
+	data, err := os.ReadFile(CertPath(c.PKIDir(), ClusterCA))
+	if err != nil {
+		return "", err
+	}
+	cert, err := ParseCert(data)
+	if err != nil {
+		return "", errors.Join(fmt.Errorf("%s", CertPath(c.PKIDir(), ClusterCA)), err)
+	}
+	return Pin(cert), nil
+}
+
+func dedupStrings(in []string) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, s := range in {
+		if s != "" && !seen[s] {
+			seen[s] = true
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func dedupIPs(in []net.IP) []net.IP {
+	seen := map[string]bool{}
+	var out []net.IP
+	for _, ip := range in {
+		if ip == nil || seen[ip.String()] {
+			continue
+		}
+		seen[ip.String()] = true
+		out = append(out, ip)
+	}
+	return out
+}
