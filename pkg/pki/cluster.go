@@ -30,17 +30,17 @@ const (
 
 // Leaf certificate file stems.
 const (
-	APIServer             = "apiserver"
+	APIServer              = "apiserver"
 	APIServerKubeletClient = "apiserver-kubelet-client"
-	APIServerEtcdClient   = "apiserver-etcd-client"
-	FrontProxyClient      = "front-proxy-client"
-	EtcdServer            = "server" // under pki/etcd
-	EtcdPeer              = "peer"   // under pki/etcd
-	ControllerManager     = "controller-manager"
-	ControllerManagerTLS  = "controller-manager-serving"
-	Scheduler             = "scheduler"
-	SchedulerTLS          = "scheduler-serving"
-	Admin                 = "admin"
+	APIServerEtcdClient    = "apiserver-etcd-client"
+	FrontProxyClient       = "front-proxy-client"
+	EtcdServer             = "server" // under pki/etcd
+	EtcdPeer               = "peer"   // under pki/etcd
+	ControllerManager      = "controller-manager"
+	ControllerManagerTLS   = "controller-manager-serving"
+	Scheduler              = "scheduler"
+	SchedulerTLS           = "scheduler-serving"
+	Admin                  = "admin"
 )
 
 // EtcdDir is where the etcd CA and member certificates live.
