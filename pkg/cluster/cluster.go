@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/controlplane"
+	"github.com/k8s-master/k8s-master/pkg/datadir"
 	"github.com/k8s-master/k8s-master/pkg/etcd"
 	"github.com/k8s-master/k8s-master/pkg/kubeconfig"
 	"github.com/k8s-master/k8s-master/pkg/logging"
@@ -66,20 +66,20 @@ func (m *Master) State() *config.State { return m.state }
 // unless the flags given contradict it.
 func Init(ctx context.Context, c *config.Config, o Options) (*Master, error) {
 	p := newProgress(o.Out)
-	ds, err := inspectDataDir(c)
+	ds, err := datadir.Inspect(c)
 	if err != nil {
 		return nil, err
 	}
-	if ds.state != nil {
-		if err := checkConflicts(&ds.state.Config, c, o.Explicit, "init"); err != nil {
+	if ds.State != nil {
+		if err := checkConflicts(&ds.State.Config, c, o.Explicit, "init"); err != nil {
 			return nil, err
 		}
 		p.printf("%s already holds cluster %s (initialised %s); resuming it. Next time run: k8s-master start --data-dir %s",
-			c.DataDir, ds.state.ClusterID, ds.state.CreatedAt.Format(time.RFC3339), c.DataDir)
-		return start(ctx, c, ds.state, o, p)
+			c.DataDir, ds.State.ClusterID, ds.State.CreatedAt.Format(time.RFC3339), c.DataDir)
+		return start(ctx, c, ds.State, o, p)
 	}
-	if len(ds.foreign) > 0 {
-		return nil, fmt.Errorf("data directory %s is not empty and holds no k8s-master cluster (found %s); pass an empty or new --data-dir", c.DataDir, strings.Join(ds.foreign, ", "))
+	if len(ds.Foreign) > 0 {
+		return nil, fmt.Errorf("data directory %s is not empty and holds no k8s-master cluster (found %s); pass an empty or new --data-dir", c.DataDir, strings.Join(ds.Foreign, ", "))
 	}
 
 	p.printf("k8s-master: initialising a new cluster in %s (node %s, %s)", c.DataDir, c.Name, c.AdvertiseAddress)
@@ -106,16 +106,16 @@ func Init(ctx context.Context, c *config.Config, o Options) (*Master, error) {
 		}
 		if createdDir {
 			os.RemoveAll(c.DataDir)
-		} else if err := removeOwnEntries(c.DataDir); err != nil {
+		} else if err := datadir.RemoveOwnEntries(c.DataDir); err != nil {
 			fmt.Fprintf(o.Out, "warning: could not clean up %s: %v\n", c.DataDir, err)
 		}
 	}()
-	if ds.incomplete {
-		if err := removeOwnEntries(c.DataDir); err != nil {
+	if ds.Incomplete {
+		if err := datadir.RemoveOwnEntries(c.DataDir); err != nil {
 			return nil, fmt.Errorf("cannot clear the interrupted init in %s: %w", c.DataDir, err)
 		}
 	}
-	if err := os.WriteFile(c.DataDir+"/"+initMarker, nil, 0o600); err != nil {
+	if err := os.WriteFile(c.DataDir+"/"+datadir.InitMarker, nil, 0o600); err != nil {
 		return nil, fmt.Errorf("data directory %s is not writable: %w", c.DataDir, err)
 	}
 
@@ -154,7 +154,7 @@ func Init(ctx context.Context, c *config.Config, o Options) (*Master, error) {
 	if err := config.WriteState(c.StatePath(), m.state); err != nil {
 		return nil, err
 	}
-	if err := os.Remove(c.DataDir + "/" + initMarker); err != nil {
+	if err := os.Remove(c.DataDir + "/" + datadir.InitMarker); err != nil {
 		return nil, err
 	}
 	// The cluster exists now: later failures leave it for `start`.
@@ -429,18 +429,9 @@ func ports(c *config.Config) []preflight.Port {
 	}
 }
 
-// checkConflicts refuses flags that contradict what the data directory
-// recorded: silently ignoring them would run a different master than asked.
-func checkConflicts(stored, given *config.Config, explicit map[string]bool, verb string) error {
-	var diffs []string
-	for _, f := range recordedFlags {
-		if !explicit[f.flag] {
-			continue
-		}
-		if a, b := f.get(stored), f.get(given); a != b {
-			diffs = append(diffs, fmt.Sprintf("--%s is %q here but %q in the cluster", f.flag, b, a))
-		}
-	}
+// checkConflicts refuses flags that contradict the recorded cluster.
+func checkConflicts(recorded, given *config.Config, explicit map[string]bool, verb string) error {
+	diffs := config.Conflicts(recorded, given, explicit)
 	if len(diffs) == 0 {
 		return nil
 	}
@@ -449,25 +440,6 @@ func checkConflicts(stored, given *config.Config, explicit map[string]bool, verb
 		hint += " and run: k8s-master start --data-dir " + given.DataDir
 	}
 	return fmt.Errorf("data directory %s already holds a cluster whose settings differ: %s; %s (use a new --data-dir for a new cluster)", given.DataDir, strings.Join(diffs, "; "), hint)
-}
-
-var recordedFlags = []struct {
-	flag string
-	get  func(*config.Config) string
-}{
-	{"name", func(c *config.Config) string { return c.Name }},
-	{"advertise-address", func(c *config.Config) string { return c.AdvertiseAddress }},
-	{"bind-address", func(c *config.Config) string { return c.BindAddress }},
-	{"apiserver-port", func(c *config.Config) string { return strconv.Itoa(c.APIServerPort) }},
-	{"etcd-client-port", func(c *config.Config) string { return strconv.Itoa(c.EtcdClientPort) }},
-	{"etcd-peer-port", func(c *config.Config) string { return strconv.Itoa(c.EtcdPeerPort) }},
-	{"etcd-metrics-port", func(c *config.Config) string { return strconv.Itoa(c.EtcdMetricsPort) }},
-	{"controller-manager-port", func(c *config.Config) string { return strconv.Itoa(c.ControllerManagerPort) }},
-	{"scheduler-port", func(c *config.Config) string { return strconv.Itoa(c.SchedulerPort) }},
-	{"service-cidr", func(c *config.Config) string { return c.ServiceCIDR }},
-	{"pod-cidr", func(c *config.Config) string { return c.PodCIDR }},
-	{"cluster-domain", func(c *config.Config) string { return c.ClusterDomain }},
-	{"apiserver-san", func(c *config.Config) string { return strings.Join(c.APIServerSANs, ",") }},
 }
 
 func newClusterID() string {
