@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -115,7 +116,7 @@ func Init(ctx context.Context, c *config.Config, o Options) (*Master, error) {
 			return nil, fmt.Errorf("cannot clear the interrupted init in %s: %w", c.DataDir, err)
 		}
 	}
-	if err := os.WriteFile(c.DataDir+"/"+datadir.InitMarker, nil, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(c.DataDir, datadir.InitMarker), nil, 0o600); err != nil {
 		return nil, fmt.Errorf("data directory %s is not writable: %w", c.DataDir, err)
 	}
 
@@ -124,6 +125,7 @@ func Init(ctx context.Context, c *config.Config, o Options) (*Master, error) {
 		return nil, err
 	}
 	m = &Master{cfg: c, logs: logs}
+	clusterID := newClusterID()
 
 	if err := p.step("cluster PKI and credentials", func() error {
 		if err := pki.CreateClusterSecrets(c, time.Now()); err != nil {
@@ -134,7 +136,7 @@ func Init(ctx context.Context, c *config.Config, o Options) (*Master, error) {
 		return nil, err
 	}
 	if err := p.step("etcd member ready", func() error {
-		m.etcd, err = etcd.Start(ctx, c, etcd.Options{ClusterState: "new", Logger: logs.Zap})
+		m.etcd, err = etcd.Start(ctx, c, etcd.Options{ClusterState: "new", ClusterToken: clusterID, Logger: logs.Zap})
 		return err
 	}); err != nil {
 		return nil, err
@@ -145,7 +147,7 @@ func Init(ctx context.Context, c *config.Config, o Options) (*Master, error) {
 		return nil, err
 	}
 	m.state = &config.State{
-		ClusterID:     newClusterID(),
+		ClusterID:     clusterID,
 		CreatedAt:     time.Now().UTC(),
 		CAPin:         pin,
 		EtcdClusterID: m.etcd.ClusterID(),
@@ -154,7 +156,7 @@ func Init(ctx context.Context, c *config.Config, o Options) (*Master, error) {
 	if err := config.WriteState(c.StatePath(), m.state); err != nil {
 		return nil, err
 	}
-	if err := os.Remove(c.DataDir + "/" + datadir.InitMarker); err != nil {
+	if err := os.Remove(filepath.Join(c.DataDir, datadir.InitMarker)); err != nil {
 		return nil, err
 	}
 	// The cluster exists now: later failures leave it for `start`.
@@ -208,6 +210,14 @@ func start(ctx context.Context, flags *config.Config, st *config.State, o Option
 	if pin != st.CAPin {
 		return nil, fmt.Errorf("data directory %s holds the CA of a different cluster (%s, but cluster %s has %s); restore the matching pki/ directory or use the data directory it belongs to", c.DataDir, pin, st.ClusterID, st.CAPin)
 	}
+	switch id, err := etcd.StoredClusterID(&c); {
+	case errors.Is(err, etcd.ErrNoData):
+		return nil, fmt.Errorf("data directory %s has no etcd data (%s is empty); restore it from a backup or snapshot", c.DataDir, c.EtcdDir())
+	case err != nil:
+		return nil, err
+	case id != st.EtcdClusterID:
+		return nil, fmt.Errorf("data directory %s holds etcd data of a different cluster (etcd cluster %s, but cluster %s has %s); restore the matching etcd/ directory or use the data directory it belongs to", c.DataDir, id, st.ClusterID, st.EtcdClusterID)
+	}
 	logs, err := logging.Setup(c.LogFile, c.LogVerbosity)
 	if err != nil {
 		return nil, err
@@ -229,7 +239,8 @@ func start(ctx context.Context, flags *config.Config, st *config.State, o Option
 		return nil, err
 	}
 	if id := m.etcd.ClusterID(); id != st.EtcdClusterID {
-		return nil, fmt.Errorf("data directory %s holds etcd data of a different cluster (etcd cluster %s, but cluster %s has %s); restore the matching etcd/ directory or use the data directory it belongs to", c.DataDir, id, st.ClusterID, st.EtcdClusterID)
+		// The WAL said otherwise a moment ago; do not serve a mixed-up member.
+		return nil, fmt.Errorf("etcd member of %s runs in cluster %s, but cluster %s has %s", c.DataDir, id, st.ClusterID, st.EtcdClusterID)
 	}
 	if err := m.startControlPlane(ctx, o, p); err != nil {
 		return nil, err

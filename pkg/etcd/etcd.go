@@ -22,6 +22,10 @@ type Options struct {
 	ClusterState string
 	// InitialCluster is "name=peerURL,..."; empty means just this member.
 	InitialCluster string
+	// ClusterToken seeds the IDs etcd derives for a new cluster. It must be
+	// unique per cluster: two clusters bootstrapped with the same member
+	// names, peer URLs and token get the same cluster ID.
+	ClusterToken string
 	Logger         *zap.Logger
 	// ReadyTimeout bounds the wait for the member to serve (a new
 	// single-member cluster needs well under a second; a member rejoining
@@ -102,9 +106,10 @@ func embedConfig(c *config.Config, o Options) (*embed.Config, error) {
 	if cfg.InitialCluster == "" {
 		cfg.InitialCluster = c.Name + "=" + peer.String()
 	}
-	// A new cluster's token keeps members of different clusters on the same
-	// network from talking to each other by accident.
-	cfg.InitialClusterToken = "k8s-master"
+	if cfg.ClusterState == embed.ClusterStateFlagNew && o.ClusterToken == "" {
+		return nil, fmt.Errorf("a new etcd cluster needs a unique cluster token")
+	}
+	cfg.InitialClusterToken = o.ClusterToken
 	cfg.StrictReconfigCheck = true
 	cfg.PreVote = true
 
