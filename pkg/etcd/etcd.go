@@ -26,7 +26,7 @@ type Options struct {
 	// unique per cluster: two clusters bootstrapped with the same member
 	// names, peer URLs and token get the same cluster ID.
 	ClusterToken string
-	Logger         *zap.Logger
+	Logger       *zap.Logger
 	// ReadyTimeout bounds the wait for the member to serve (a new
 	// single-member cluster needs well under a second; a member rejoining
 	// a cluster without quorum waits for it).
