@@ -52,6 +52,12 @@ type Master struct {
 	kcm       *controlplane.Supervised
 	scheduler *controlplane.Supervised
 
+	// Results of the background construction started by launchControlPlane.
+	apiCh   chan built[*controlplane.APIServer]
+	kcmCh   chan built[*controlplane.Supervised]
+	schedCh chan built[*controlplane.Supervised]
+
+	leadersCtx      context.Context
 	cancelLeaders   context.CancelFunc
 	cancelAPIServer context.CancelFunc
 }
@@ -136,8 +142,11 @@ func Init(ctx context.Context, c *config.Config, o Options) (*Master, error) {
 		return nil, err
 	}
 	if err := p.step("etcd member ready", func() error {
-		m.etcd, err = etcd.Start(ctx, c, etcd.Options{ClusterState: "new", ClusterToken: clusterID, Logger: logs.Zap})
-		return err
+		if m.etcd, err = etcd.Launch(c, etcd.Options{ClusterState: "new", ClusterToken: clusterID, Logger: logs.Zap}); err != nil {
+			return err
+		}
+		m.launchControlPlane(ctx)
+		return m.etcd.WaitReady(ctx)
 	}); err != nil {
 		return nil, err
 	}
@@ -161,7 +170,7 @@ func Init(ctx context.Context, c *config.Config, o Options) (*Master, error) {
 	}
 	// The cluster exists now: later failures leave it for `start`.
 	succeeded = true
-	if err := m.startControlPlane(ctx, o, p); err != nil {
+	if err := m.finishControlPlane(ctx, o, p); err != nil {
 		m.stopAll(10 * time.Second)
 		return nil, fmt.Errorf("%w; the cluster was created, fix the cause and run: k8s-master start --data-dir %s", err, c.DataDir)
 	}
@@ -233,8 +242,11 @@ func start(ctx context.Context, flags *config.Config, st *config.State, o Option
 		return nil, err
 	}
 	if err := p.step("etcd member ready", func() error {
-		m.etcd, err = etcd.Start(ctx, &c, etcd.Options{ClusterState: "existing", Logger: logs.Zap})
-		return err
+		if m.etcd, err = etcd.Launch(&c, etcd.Options{ClusterState: "existing", Logger: logs.Zap}); err != nil {
+			return err
+		}
+		m.launchControlPlane(ctx)
+		return m.etcd.WaitReady(ctx)
 	}); err != nil {
 		return nil, err
 	}
@@ -242,7 +254,7 @@ func start(ctx context.Context, flags *config.Config, st *config.State, o Option
 		// The WAL said otherwise a moment ago; do not serve a mixed-up member.
 		return nil, fmt.Errorf("etcd member of %s runs in cluster %s, but cluster %s has %s", c.DataDir, id, st.ClusterID, st.EtcdClusterID)
 	}
-	if err := m.startControlPlane(ctx, o, p); err != nil {
+	if err := m.finishControlPlane(ctx, o, p); err != nil {
 		return nil, err
 	}
 	ok = true
@@ -283,47 +295,67 @@ func (m *Master) ensureCredentials(fresh bool) error {
 	return nil
 }
 
-// startControlPlane starts the apiserver and, the moment it is ready, the
-// controller-manager and scheduler, whose set-up runs meanwhile.
-func (m *Master) startControlPlane(ctx context.Context, o Options, p *progress) error {
+type built[T any] struct {
+	v   T
+	err error
+}
+
+// launchControlPlane builds and starts the apiserver in the background while
+// etcd finishes starting, and builds the controller-manager and scheduler
+// (neither talks to the apiserver until it runs).
+func (m *Master) launchControlPlane(ctx context.Context) {
 	c := m.cfg
 	apiCtx, cancelAPI := context.WithCancel(context.WithoutCancel(ctx))
 	m.cancelAPIServer = cancelAPI
 	leadersCtx, cancelLeaders := context.WithCancel(context.WithoutCancel(ctx))
 	m.cancelLeaders = cancelLeaders
+	m.leadersCtx = leadersCtx
 
+	m.apiCh = make(chan built[*controlplane.APIServer], 1)
+	m.kcmCh = make(chan built[*controlplane.Supervised], 1)
+	m.schedCh = make(chan built[*controlplane.Supervised], 1)
+	go func() {
+		a, err := controlplane.StartAPIServer(apiCtx, c)
+		m.apiCh <- built[*controlplane.APIServer]{a, err}
+	}()
+	go func() {
+		s, err := controlplane.NewControllerManager(leadersCtx, c)
+		m.kcmCh <- built[*controlplane.Supervised]{s, err}
+	}()
+	go func() {
+		s, err := controlplane.NewScheduler(leadersCtx, c)
+		m.schedCh <- built[*controlplane.Supervised]{s, err}
+	}()
+}
+
+// finishControlPlane waits for the apiserver to be ready, starts the
+// controller-manager and scheduler that moment, and waits for their leases.
+func (m *Master) finishControlPlane(ctx context.Context, o Options, p *progress) error {
 	timeout := o.ReadyTimeout
 	if timeout == 0 {
 		timeout = 2 * time.Minute
 	}
 	if err := p.step("kube-apiserver ready", func() error {
-		var err error
-		if m.apiserver, err = controlplane.StartAPIServer(apiCtx, c); err != nil {
-			return err
+		r := <-m.apiCh
+		m.apiCh = nil
+		m.apiserver = r.v
+		if r.err != nil {
+			return r.err
 		}
-		// Build controller-manager and scheduler while the apiserver
-		// starts; neither talks to it until Start.
-		type built struct {
-			s   *controlplane.Supervised
-			err error
-		}
-		kcmCh, schedCh := make(chan built, 1), make(chan built, 1)
-		go func() { s, err := controlplane.NewControllerManager(leadersCtx, c); kcmCh <- built{s, err} }()
-		go func() { s, err := controlplane.NewScheduler(leadersCtx, c); schedCh <- built{s, err} }()
 		readyErr := m.apiserver.WaitReady(ctx, timeout)
-		k, s := <-kcmCh, <-schedCh
-		m.kcm, m.scheduler = k.s, s.s
+		k, s := <-m.kcmCh, <-m.schedCh
+		m.kcm, m.scheduler = k.v, s.v
 		if err := errors.Join(readyErr, k.err, s.err); err != nil {
 			return err
 		}
-		m.kcm.Start(leadersCtx)
-		m.scheduler.Start(leadersCtx)
+		m.kcm.Start(m.leadersCtx)
+		m.scheduler.Start(m.leadersCtx)
 		return nil
 	}); err != nil {
 		return err
 	}
 	return p.step("controller-manager and scheduler leases", func() error {
-		return waitForLeases(ctx, c.AdminKubeconfig(), timeout)
+		return waitForLeases(ctx, m.cfg.AdminKubeconfig(), timeout)
 	})
 }
 
@@ -415,6 +447,15 @@ func (m *Master) stopAll(timeout time.Duration) {
 	}
 	if m.cancelAPIServer != nil {
 		m.cancelAPIServer()
+		if m.apiserver == nil && m.apiCh != nil {
+			// Still being built: it notices the cancelled context once
+			// it runs, so wait for it to exist first.
+			select {
+			case r := <-m.apiCh:
+				m.apiserver = r.v
+			case <-time.After(time.Until(deadline) / 2):
+			}
+		}
 		if m.apiserver != nil {
 			wait(m.apiserver.Done(), "kube-apiserver", 0.7)
 		}

@@ -35,11 +35,14 @@ type Options struct {
 
 // Member is a running etcd member.
 type Member struct {
-	etcd *embed.Etcd
+	etcd         *embed.Etcd
+	readyTimeout time.Duration
 }
 
-// Start launches the member and waits until it serves clients.
-func Start(ctx context.Context, c *config.Config, o Options) (*Member, error) {
+// Launch starts the member and returns as soon as its listeners are bound:
+// clients may dial it at once (their connections wait in the backlog), so
+// the apiserver can be built while etcd finishes starting. Use WaitReady.
+func Launch(c *config.Config, o Options) (*Member, error) {
 	cfg, err := embedConfig(c, o)
 	if err != nil {
 		return nil, err
@@ -48,23 +51,29 @@ func Start(ctx context.Context, c *config.Config, o Options) (*Member, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start etcd: %w", err)
 	}
-	timeout := o.ReadyTimeout
+	return &Member{etcd: e, readyTimeout: o.ReadyTimeout}, nil
+}
+
+// WaitReady waits until the member serves clients (it has joined a quorum
+// and published itself). On failure the member is stopped.
+func (m *Member) WaitReady(ctx context.Context) error {
+	timeout := m.readyTimeout
 	if timeout == 0 {
 		timeout = 60 * time.Second
 	}
 	select {
-	case <-e.Server.ReadyNotify():
-		return &Member{etcd: e}, nil
-	case err := <-e.Err():
-		e.Close()
-		return nil, fmt.Errorf("etcd failed while starting: %w", err)
+	case <-m.etcd.Server.ReadyNotify():
+		return nil
+	case err := <-m.etcd.Err():
+		m.etcd.Close()
+		return fmt.Errorf("etcd failed while starting: %w", err)
 	case <-time.After(timeout):
-		e.Server.Stop()
-		e.Close()
-		return nil, fmt.Errorf("etcd was not ready after %s; see the log for why (no quorum?)", timeout)
+		m.etcd.Server.Stop()
+		m.etcd.Close()
+		return fmt.Errorf("etcd was not ready after %s; see the log for why (no quorum?)", timeout)
 	case <-ctx.Done():
-		e.Close()
-		return nil, ctx.Err()
+		m.etcd.Close()
+		return ctx.Err()
 	}
 }
 
