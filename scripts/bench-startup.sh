@@ -83,17 +83,19 @@ if [ $refstack = 1 ]; then
 fi
 run_ref() {
   local line; line=$(cd $refdir && ./run.sh "$idle")
-  echo "$line" | sed -E 's/.*ready_s=([0-9.]+) leases_s=([0-9.]+) rss_mb=([0-9]+).*/\1 \2 \3/'
   echo "$line" >"$work/ref.parts.$1"
+  echo "$line" | sed -E 's/.*ready_s=([0-9.]+) leases_s=([0-9.]+) rss_mb=([0-9]+).*/\1 \2 \3/'
 }
 
 printf '%-4s %-11s %8s %9s %7s\n' run stack ready_s leases_s rss_mb
 for i in $(seq 1 "$runs"); do
-  read -r r l m < <(run_ours "$i")
+  run_ours "$i" >"$work/ours.line.$i"
+  read -r r l m <"$work/ours.line.$i"
   printf '%-4s %-11s %8.2f %9.2f %7d\n' "$i" k8s-master "$r" "$l" "$m"
   echo "$r $l $m" >>"$work/ours"
   if [ $refstack = 1 ]; then
-    read -r r l m < <(run_ref "$i")
+    run_ref "$i" >"$work/ref.line.$i"
+    read -r r l m <"$work/ref.line.$i"
     printf '%-4s %-11s %8.2f %9.2f %7d   (%s)\n' "$i" refstack "$r" "$l" "$m" "$(sed 's/.*parts_mb=/etcd,apiserver,kcm,sched: /' "$work/ref.parts.$i")"
     echo "$r $l $m" >>"$work/ref"
   fi

@@ -44,13 +44,15 @@ func newRootCommand() *cobra.Command {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%w (see %s --help)", err, c.CommandPath())
 	})
-	root.AddCommand(newInitCommand(), newStartCommand(), newVersionCommand())
+	// Every subcommand takes --data-dir.
+	dataDir := config.DefaultDataDir
+	root.PersistentFlags().StringVar(&dataDir, "data-dir", dataDir, "directory holding this master's state (PKI, etcd data, kubeconfigs)")
+	root.AddCommand(newInitCommand(&dataDir), newStartCommand(&dataDir), newVersionCommand())
 	return root
 }
 
 // masterFlags binds the flags shared by init and start to a Config.
 func masterFlags(fs *pflag.FlagSet, c *config.Config) {
-	fs.StringVar(&c.DataDir, "data-dir", c.DataDir, "directory holding this master's state (PKI, etcd data, kubeconfigs)")
 	fs.StringVar(&c.Name, "name", c.Name, "node and etcd member name (default: the hostname)")
 	fs.StringVar(&c.AdvertiseAddress, "advertise-address", c.AdvertiseAddress, "address other masters and clients reach this master on (default: the address of the default-route interface)")
 	fs.StringVar(&c.BindAddress, "bind-address", c.BindAddress, "address the apiserver listens on")
@@ -74,7 +76,7 @@ func explicitFlags(fs *pflag.FlagSet) map[string]bool {
 	return m
 }
 
-func newInitCommand() *cobra.Command {
+func newInitCommand(dataDir *string) *cobra.Command {
 	c := config.Default()
 	cmd := &cobra.Command{
 		Use:   "init",
@@ -87,6 +89,7 @@ On a data directory that already holds a cluster, init resumes it (as start
 does) unless the flags given contradict the recorded settings.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			c.DataDir = *dataDir
 			return runMaster(cmd, &c, cluster.Init)
 		},
 	}
@@ -94,13 +97,14 @@ does) unless the flags given contradict the recorded settings.`,
 	return cmd
 }
 
-func newStartCommand() *cobra.Command {
+func newStartCommand(dataDir *string) *cobra.Command {
 	c := config.Default()
 	cmd := &cobra.Command{
 		Use:   "start",
 		Short: "Run the master recorded in the data directory in the foreground",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			c.DataDir = *dataDir
 			return runMaster(cmd, &c, cluster.Start)
 		},
 	}

@@ -1,0 +1,100 @@
+package etcd
+
+import (
+	"context"
+	"errors"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/k8s-master/k8s-master/pkg/config"
+	"github.com/k8s-master/k8s-master/pkg/pki"
+)
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func newMember(t *testing.T, dir string) *config.Config {
+	c := config.Default()
+	c.DataDir, c.Name, c.AdvertiseAddress = dir, "m1", "127.0.0.1"
+	c.EtcdClientPort, c.EtcdPeerPort, c.EtcdMetricsPort = freePort(t), freePort(t), freePort(t)
+	if err := pki.CreateClusterSecrets(&c, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	cas, err := pki.LoadClusterCAs(&c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pki.EnsureLeaves(&c, cas, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	return &c
+}
+
+func runOnce(t *testing.T, c *config.Config, o Options) string {
+	m, err := Launch(c, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.WaitReady(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	id := m.ClusterID()
+	m.Close()
+	return id
+}
+
+func TestStoredClusterIDMatchesRunningMember(t *testing.T) {
+	c := newMember(t, t.TempDir())
+	if _, err := StoredClusterID(c); !errors.Is(err, ErrNoData) {
+		t.Fatalf("before the first start: err = %v, want ErrNoData", err)
+	}
+	id := runOnce(t, c, Options{ClusterState: "new", ClusterToken: "token-a"})
+	got, err := StoredClusterID(c)
+	if err != nil || got != id {
+		t.Fatalf("StoredClusterID = %q, %v; the member reported %q", got, err, id)
+	}
+	// Restarting keeps the ID and the WAL stays readable.
+	if again := runOnce(t, c, Options{ClusterState: "existing"}); again != id {
+		t.Fatalf("cluster ID changed across restart: %s -> %s", id, again)
+	}
+	if got, _ := StoredClusterID(c); got != id {
+		t.Fatalf("after restart StoredClusterID = %q, want %q", got, id)
+	}
+
+	// Same name, same peer URL, another token: another cluster ID.
+	c2 := *c
+	c2.DataDir = t.TempDir()
+	if err := os.CopyFS(c2.PKIDir(), os.DirFS(c.PKIDir())); err != nil {
+		t.Fatal(err)
+	}
+	if other := runOnce(t, &c2, Options{ClusterState: "new", ClusterToken: "token-b"}); other == id {
+		t.Fatal("two clusters with different tokens got the same etcd cluster ID")
+	}
+}
+
+func TestStoredClusterIDDamagedWAL(t *testing.T) {
+	c := config.Default()
+	c.DataDir = t.TempDir()
+	walDir := filepath.Join(c.EtcdDir(), "member", "wal")
+	os.MkdirAll(walDir, 0o700)
+	os.WriteFile(filepath.Join(walDir, "0000000000000000-0000000000000000.wal"), []byte("garbage that is not a WAL"), 0o600)
+	if _, err := StoredClusterID(&c); err == nil || errors.Is(err, ErrNoData) {
+		t.Fatalf("damaged WAL: err = %v, want a read error", err)
+	}
+}
+
+func TestNewClusterNeedsToken(t *testing.T) {
+	c := newMember(t, t.TempDir())
+	if _, err := Launch(c, Options{ClusterState: "new"}); err == nil {
+		t.Fatal("a new cluster started without a unique token")
+	}
+}
