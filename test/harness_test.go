@@ -128,8 +128,13 @@ type master struct {
 // background; it is killed at the end of the test if still running.
 func startMaster(t *testing.T, verb, dataDir string, args ...string) *master {
 	t.Helper()
-	m := &master{t: t, dataDir: dataDir, exited: make(chan struct{})}
-	m.cmd = exec.Command(masterBin, append([]string{verb, "--data-dir", dataDir}, args...)...)
+	return startProcess(t, verb, dataDir, exec.Command(masterBin, append([]string{verb, "--data-dir", dataDir}, args...)...))
+}
+
+// startProcess runs cmd (a k8s-master, possibly wrapped) in the background.
+func startProcess(t *testing.T, verb, dataDir string, cmd *exec.Cmd) *master {
+	t.Helper()
+	m := &master{t: t, dataDir: dataDir, exited: make(chan struct{}), cmd: cmd}
 	m.cmd.Stdout, m.cmd.Stderr = &m.stdout, &m.stderr
 	if err := m.cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -48,11 +48,21 @@ func newRootCommand() *cobra.Command {
 	dataDir := config.DefaultDataDir
 	root.PersistentFlags().StringVar(&dataDir, "data-dir", dataDir, "directory holding this master's state (PKI, etcd data, kubeconfigs)")
 	root.AddCommand(newInitCommand(&dataDir), newStartCommand(&dataDir), newVersionCommand())
+	addClusterCommands(root, &dataDir)
 	return root
 }
 
 // masterFlags binds the flags shared by init and start to a Config.
 func masterFlags(fs *pflag.FlagSet, c *config.Config) {
+	nodeFlags(fs, c)
+	fs.StringVar(&c.ServiceCIDR, "service-cidr", c.ServiceCIDR, "Service cluster IP range")
+	fs.StringVar(&c.PodCIDR, "pod-cidr", c.PodCIDR, "Pod network range; when set the controller-manager allocates node Pod CIDRs")
+	fs.StringVar(&c.ClusterDomain, "cluster-domain", c.ClusterDomain, "cluster DNS domain")
+}
+
+// nodeFlags are the settings of this master alone (join takes only these;
+// the cluster-wide ones come from the cluster).
+func nodeFlags(fs *pflag.FlagSet, c *config.Config) {
 	fs.StringVar(&c.Name, "name", c.Name, "node and etcd member name (default: the hostname)")
 	fs.StringVar(&c.AdvertiseAddress, "advertise-address", c.AdvertiseAddress, "address other masters and clients reach this master on (default: the address of the default-route interface)")
 	fs.StringVar(&c.BindAddress, "bind-address", c.BindAddress, "address the apiserver listens on")
@@ -62,9 +72,7 @@ func masterFlags(fs *pflag.FlagSet, c *config.Config) {
 	fs.IntVar(&c.EtcdMetricsPort, "etcd-metrics-port", c.EtcdMetricsPort, "etcd metrics port (loopback)")
 	fs.IntVar(&c.ControllerManagerPort, "controller-manager-port", c.ControllerManagerPort, "controller-manager secure port (loopback)")
 	fs.IntVar(&c.SchedulerPort, "scheduler-port", c.SchedulerPort, "scheduler secure port (loopback)")
-	fs.StringVar(&c.ServiceCIDR, "service-cidr", c.ServiceCIDR, "Service cluster IP range")
-	fs.StringVar(&c.PodCIDR, "pod-cidr", c.PodCIDR, "Pod network range; when set the controller-manager allocates node Pod CIDRs")
-	fs.StringVar(&c.ClusterDomain, "cluster-domain", c.ClusterDomain, "cluster DNS domain")
+	fs.IntVar(&c.JoinPort, "join-port", c.JoinPort, "join service port (HTTPS)")
 	fs.StringSliceVar(&c.APIServerSANs, "apiserver-san", c.APIServerSANs, "extra names or addresses for the apiserver certificate (repeatable)")
 	fs.StringVar(&c.LogFile, "log-file", c.LogFile, `where component logs go ("-" for standard error; default DATA_DIR/k8s-master.log)`)
 	fs.IntVarP(&c.LogVerbosity, "v", "v", c.LogVerbosity, "log verbosity (0-10)")

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -24,6 +25,8 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/controlplane"
 	"github.com/k8s-master/k8s-master/pkg/datadir"
 	"github.com/k8s-master/k8s-master/pkg/etcd"
+	"github.com/k8s-master/k8s-master/pkg/fsutil"
+	"github.com/k8s-master/k8s-master/pkg/join"
 	"github.com/k8s-master/k8s-master/pkg/kubeconfig"
 	"github.com/k8s-master/k8s-master/pkg/logging"
 	"github.com/k8s-master/k8s-master/pkg/pki"
@@ -46,6 +49,13 @@ type Master struct {
 	cfg   *config.Config
 	state *config.State
 	logs  *logging.Sink
+	lock  *datadir.Lock
+
+	// etcdClient talks to the local member (join service, registration).
+	etcdClient *clientv3.Client
+	joinServer *join.Server
+	// Token is the join token init made, "" otherwise.
+	Token string
 
 	etcd      *etcd.Member
 	apiserver *controlplane.APIServer
@@ -100,6 +110,10 @@ func Init(ctx context.Context, c *config.Config, o Options) (*Master, error) {
 	}); err != nil {
 		return nil, err
 	}
+	lock, err := datadir.Acquire(c.DataDir)
+	if err != nil {
+		return nil, err
+	}
 
 	// From here on a failure removes what this init wrote.
 	succeeded := false
@@ -111,6 +125,7 @@ func Init(ctx context.Context, c *config.Config, o Options) (*Master, error) {
 		if m != nil {
 			m.stopAll(5 * time.Second)
 		}
+		lock.Release()
 		if createdDir {
 			os.RemoveAll(c.DataDir)
 		} else if err := datadir.RemoveOwnEntries(c.DataDir); err != nil {
@@ -130,7 +145,7 @@ func Init(ctx context.Context, c *config.Config, o Options) (*Master, error) {
 	if err != nil {
 		return nil, err
 	}
-	m = &Master{cfg: c, logs: logs}
+	m = &Master{cfg: c, logs: logs, lock: lock}
 	clusterID := newClusterID()
 
 	if err := p.step("cluster PKI and credentials", func() error {
@@ -174,6 +189,10 @@ func Init(ctx context.Context, c *config.Config, o Options) (*Master, error) {
 		m.stopAll(10 * time.Second)
 		return nil, fmt.Errorf("%w; the cluster was created, fix the cause and run: k8s-master start --data-dir %s", err, c.DataDir)
 	}
+	if err := p.step("first join token", func() error { return m.createFirstToken(ctx) }); err != nil {
+		m.stopAll(10 * time.Second)
+		return nil, fmt.Errorf("%w; the cluster was created: run k8s-master start --data-dir %s, then k8s-master token create", err, c.DataDir)
+	}
 	m.printReady(p)
 	return m, nil
 }
@@ -212,26 +231,35 @@ func start(ctx context.Context, flags *config.Config, st *config.State, o Option
 	}); err != nil {
 		return nil, err
 	}
+	lock, err := datadir.Acquire(c.DataDir)
+	if err != nil {
+		return nil, err
+	}
 	pin, err := pki.ReadPin(&c)
 	if err != nil {
 		return nil, fmt.Errorf("cannot read the cluster CA: %w; restore %s from a backup", err, c.PKIDir())
 	}
 	if pin != st.CAPin {
+		lock.Release()
 		return nil, fmt.Errorf("data directory %s holds the CA of a different cluster (%s, but cluster %s has %s); restore the matching pki/ directory or use the data directory it belongs to", c.DataDir, pin, st.ClusterID, st.CAPin)
 	}
 	switch id, err := etcd.StoredClusterID(&c); {
 	case errors.Is(err, etcd.ErrNoData):
+		lock.Release()
 		return nil, fmt.Errorf("data directory %s has no etcd data (%s is empty); restore it from a backup or snapshot", c.DataDir, c.EtcdDir())
 	case err != nil:
+		lock.Release()
 		return nil, err
 	case id != st.EtcdClusterID:
+		lock.Release()
 		return nil, fmt.Errorf("data directory %s holds etcd data of a different cluster (etcd cluster %s, but cluster %s has %s); restore the matching etcd/ directory or use the data directory it belongs to", c.DataDir, id, st.ClusterID, st.EtcdClusterID)
 	}
 	logs, err := logging.Setup(c.LogFile, c.LogVerbosity)
 	if err != nil {
+		lock.Release()
 		return nil, err
 	}
-	m := &Master{cfg: &c, state: st, logs: logs}
+	m := &Master{cfg: &c, state: st, logs: logs, lock: lock}
 	ok := false
 	defer func() {
 		if !ok {
@@ -354,9 +382,45 @@ func (m *Master) finishControlPlane(ctx context.Context, o Options, p *progress)
 	}); err != nil {
 		return err
 	}
-	return p.step("controller-manager and scheduler leases", func() error {
+	if err := p.step("controller-manager and scheduler leases", func() error {
 		return waitForLeases(ctx, m.cfg.AdminKubeconfig(), timeout)
-	})
+	}); err != nil {
+		return err
+	}
+	return p.step("join service", m.startJoinService)
+}
+
+// startJoinService registers this master in the cluster and serves joins.
+func (m *Master) startJoinService() error {
+	c := m.cfg
+	cli, err := etcd.NewClient(c)
+	if err != nil {
+		return err
+	}
+	m.etcdClient = cli
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	info := join.MasterInfo{Name: c.Name, AdvertiseAddress: c.AdvertiseAddress, APIServerPort: c.APIServerPort, JoinPort: c.JoinPort}
+	if err := join.NewStore(cli, nil).RegisterMaster(ctx, info); err != nil {
+		return fmt.Errorf("register this master in etcd: %w", err)
+	}
+	m.joinServer = join.NewServer(c, m.state, cli)
+	return m.joinServer.Start()
+}
+
+// createFirstToken makes init's join token (24 h) and keeps it in
+// DATA_DIR/token (0600) for the operator.
+func (m *Master) createFirstToken(ctx context.Context) error {
+	tok, _, err := join.NewStore(m.etcdClient, nil).CreateToken(ctx, []string{joinEndpoint(m.cfg.AdvertiseAddress, m.cfg.JoinPort)}, m.state.CAPin, 24*time.Hour, 0, "made by init")
+	if err != nil {
+		return err
+	}
+	m.Token = tok.String()
+	return fsutil.WriteFileAtomic(filepath.Join(m.cfg.DataDir, "token"), []byte(m.Token+"\n"), 0o600)
+}
+
+func joinEndpoint(addr string, port int) string {
+	return config.Host(addr, port)
 }
 
 // waitForLeases waits until both leader leases have a live holder (on a
@@ -394,6 +458,11 @@ func (m *Master) printReady(p *progress) {
 	p.printf("ready in %.1f s", p.elapsed().Seconds())
 	p.printf("  kubectl --kubeconfig %s get --raw /readyz", m.cfg.AdminKubeconfig())
 	p.printf("  logs: %s", m.cfg.LogFile)
+	if m.Token != "" {
+		p.printf("join token (valid 24 h, also in %s):", filepath.Join(m.cfg.DataDir, "token"))
+		p.printf("  %s", m.Token)
+		p.printf("add a master: k8s-master join --token <token>")
+	}
 }
 
 // Wait blocks until ctx ends (a signal) or a component fails, then stops
@@ -425,6 +494,9 @@ func (m *Master) Wait(ctx context.Context, stopTimeout time.Duration, out io.Wri
 // answers), then the apiserver, then etcd.
 func (m *Master) stopAll(timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
+	if m.joinServer != nil {
+		m.joinServer.Close()
+	}
 	wait := func(ch <-chan struct{}, what string, share float64) {
 		if ch == nil {
 			return
@@ -465,9 +537,13 @@ func (m *Master) stopAll(timeout time.Duration) {
 		go func() { m.etcd.Close(); close(done) }()
 		wait(done, "etcd", 1)
 	}
+	if m.etcdClient != nil {
+		m.etcdClient.Close()
+	}
 	if m.logs != nil {
 		m.logs.Close()
 	}
+	m.lock.Release()
 }
 
 func ports(c *config.Config) []preflight.Port {
@@ -478,6 +554,7 @@ func ports(c *config.Config) []preflight.Port {
 		{Name: "etcd metrics", Flag: "--etcd-metrics-port", Host: "127.0.0.1", Port: c.EtcdMetricsPort},
 		{Name: "controller-manager", Flag: "--controller-manager-port", Host: "127.0.0.1", Port: c.ControllerManagerPort},
 		{Name: "scheduler", Flag: "--scheduler-port", Host: "127.0.0.1", Port: c.SchedulerPort},
+		{Name: "join service", Flag: "--join-port", Host: c.BindAddress, Port: c.JoinPort},
 	}
 }
 

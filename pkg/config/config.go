@@ -36,6 +36,7 @@ type Config struct {
 	EtcdMetricsPort       int `json:"etcdMetricsPort"`
 	ControllerManagerPort int `json:"controllerManagerPort"`
 	SchedulerPort         int `json:"schedulerPort"`
+	JoinPort              int `json:"joinPort"`
 
 	ServiceCIDR   string `json:"serviceCIDR"`
 	PodCIDR       string `json:"podCIDR,omitempty"`
@@ -62,6 +63,7 @@ func Default() Config {
 		EtcdMetricsPort:       2381,
 		ControllerManagerPort: 10257,
 		SchedulerPort:         10259,
+		JoinPort:              9443,
 		ServiceCIDR:           "10.96.0.0/12",
 		ClusterDomain:         "cluster.local",
 	}
@@ -131,6 +133,7 @@ func (c *Config) Validate() error {
 		{"--etcd-metrics-port", c.EtcdMetricsPort},
 		{"--controller-manager-port", c.ControllerManagerPort},
 		{"--scheduler-port", c.SchedulerPort},
+		{"--join-port", c.JoinPort},
 	}
 	seen := map[int]string{}
 	for _, p := range ports {

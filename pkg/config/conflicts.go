@@ -21,6 +21,7 @@ var RecordedFlags = []struct {
 	{"etcd-metrics-port", func(c *Config) string { return strconv.Itoa(c.EtcdMetricsPort) }},
 	{"controller-manager-port", func(c *Config) string { return strconv.Itoa(c.ControllerManagerPort) }},
 	{"scheduler-port", func(c *Config) string { return strconv.Itoa(c.SchedulerPort) }},
+	{"join-port", func(c *Config) string { return strconv.Itoa(c.JoinPort) }},
 	{"service-cidr", func(c *Config) string { return c.ServiceCIDR }},
 	{"pod-cidr", func(c *Config) string { return c.PodCIDR }},
 	{"cluster-domain", func(c *Config) string { return c.ClusterDomain }},

@@ -22,6 +22,7 @@ const InitMarker = ".init-incomplete"
 var ownEntries = []string{
 	"pki", "etcd", "state.json", "admin.kubeconfig", "controller-manager.kubeconfig",
 	"scheduler.kubeconfig", "encryption-config.yaml", "authentication-config.yaml", InitMarker,
+	"token",
 }
 
 // IsLogEntry tells log files (ours, possibly rotated) apart from state.
@@ -62,7 +63,7 @@ func Inspect(c *config.Config) (*Contents, error) {
 		switch {
 		case name == InitMarker:
 			ds.Incomplete = true
-		case IsLogEntry(name), strings.HasPrefix(name, ".write-test-"), strings.HasPrefix(name, ".state.json.tmp"):
+		case IsLogEntry(name), name == lockFile, strings.HasPrefix(name, ".write-test-"), strings.HasPrefix(name, ".state.json.tmp"):
 		default:
 			ds.Foreign = append(ds.Foreign, name)
 		}

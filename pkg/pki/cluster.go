@@ -41,6 +41,7 @@ const (
 	Scheduler              = "scheduler"
 	SchedulerTLS           = "scheduler-serving"
 	Admin                  = "admin"
+	JoinService            = "join-service"
 )
 
 // EtcdDir is where the etcd CA and member certificates live.
@@ -190,6 +191,7 @@ func EnsureLeaves(c *config.Config, cas *ClusterCAs, now time.Time) (int, error)
 		{cas.Cluster, dir, LeafSpec{Name: Scheduler, CommonName: "system:kube-scheduler", Usage: ClientAuth}},
 		{cas.Cluster, dir, LeafSpec{Name: SchedulerTLS, CommonName: "kube-scheduler", DNSNames: loopDNS, IPs: loopIPs, Usage: ServerAuth}},
 		{cas.Cluster, dir, LeafSpec{Name: Admin, CommonName: "kubernetes-admin", Organization: []string{"system:masters"}, Usage: ClientAuth}},
+		{cas.Cluster, dir, LeafSpec{Name: JoinService, CommonName: "k8s-master-join", DNSNames: etcdDNS, IPs: etcdIPs, Usage: ServerAuth}},
 	}
 	written := 0
 	for _, j := range jobs {

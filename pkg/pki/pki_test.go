@@ -40,8 +40,8 @@ func newTestPKI(t *testing.T, now time.Time) (*config.Config, *ClusterCAs) {
 	if err != nil {
 		t.Fatalf("EnsureLeaves: %v", err)
 	}
-	if n != 11 {
-		t.Fatalf("EnsureLeaves wrote %d certificates on an empty directory, want 11", n)
+	if n != 12 {
+		t.Fatalf("EnsureLeaves wrote %d certificates on an empty directory, want 12", n)
 	}
 	return c, cas
 }
@@ -130,6 +130,7 @@ func TestLeafCertificates(t *testing.T) {
 		{path: CertPath(p, ControllerManagerTLS), ca: cas.Cluster, usages: server, cn: "kube-controller-manager", dns: []string{"localhost"}, ips: []string{"127.0.0.1", "::1"}},
 		{path: CertPath(p, SchedulerTLS), ca: cas.Cluster, usages: server, cn: "kube-scheduler", dns: []string{"localhost"}, ips: []string{"127.0.0.1", "::1"}},
 		{path: CertPath(p, Admin), ca: cas.Cluster, usages: client, cn: "kubernetes-admin", org: []string{"system:masters"}},
+		{path: CertPath(p, JoinService), ca: cas.Cluster, usages: server, cn: "k8s-master-join", dns: []string{"m1", "localhost"}, ips: []string{"192.0.2.10", "127.0.0.1", "::1"}, noExtra: true},
 	}
 	for _, w := range cases {
 		t.Run(filepath.Base(w.path), func(t *testing.T) {
@@ -222,8 +223,8 @@ func TestEnsureLeavesRenewsOnlyWhatChanged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n != 3 {
-		t.Errorf("changing the advertise address re-issued %d certificates, want 3 (apiserver, etcd server, etcd peer)", n)
+	if n != 4 {
+		t.Errorf("changing the advertise address re-issued %d certificates, want 4 (apiserver, etcd server, etcd peer, join service)", n)
 	}
 	cert := loadCert(t, CertPath(c.PKIDir(), APIServer))
 	if !slices.ContainsFunc(cert.IPAddresses, func(ip net.IP) bool { return ip.String() == "192.0.2.99" }) {
@@ -231,8 +232,8 @@ func TestEnsureLeavesRenewsOnlyWhatChanged(t *testing.T) {
 	}
 
 	// Inside the renewal window everything is re-issued.
-	if n, err := EnsureLeaves(c, cas, now.Add(LeafValidity-RenewBefore+time.Hour)); err != nil || n != 11 {
-		t.Errorf("near expiry EnsureLeaves re-issued %d (err %v), want 11", n, err)
+	if n, err := EnsureLeaves(c, cas, now.Add(LeafValidity-RenewBefore+time.Hour)); err != nil || n != 12 {
+		t.Errorf("near expiry EnsureLeaves re-issued %d (err %v), want 12", n, err)
 	}
 }
 

@@ -1,0 +1,281 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/grpclog"
+
+	"github.com/k8s-master/k8s-master/pkg/cluster"
+	"github.com/k8s-master/k8s-master/pkg/config"
+)
+
+// addClusterCommands registers the multi-master commands: join, token,
+// status, leave, member.
+func addClusterCommands(root *cobra.Command, dataDir *string) {
+	root.AddCommand(newJoinCommand(dataDir), newTokenCommand(dataDir), newStatusCommand(dataDir),
+		newLeaveCommand(dataDir), newMemberCommand(dataDir))
+}
+
+func newJoinCommand(dataDir *string) *cobra.Command {
+	c := config.Default()
+	var token string
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "join --token TOKEN",
+		Short: "Make this machine a master of an existing cluster, then run it in the foreground",
+		Long: `Join the cluster the token names. The token's CA pin is checked before the
+secret is sent; the cluster adds this master as an etcd learner, hands over
+its shared secrets, and this master makes its own certificates, starts its
+etcd member, is promoted to voter once caught up, then starts its apiserver,
+controller-manager and scheduler. Later runs: k8s-master start.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if token == "" {
+				if data, err := io.ReadAll(io.LimitReader(os.Stdin, 4096)); err == nil && !isTerminal(os.Stdin) {
+					token = strings.TrimSpace(string(data))
+				}
+			}
+			if token == "" {
+				return fmt.Errorf("--token is required (k8s-master token create prints one on a master)")
+			}
+			c.DataDir = *dataDir
+			return runMaster(cmd, &c, func(ctx context.Context, c *config.Config, o cluster.Options) (*cluster.Master, error) {
+				return cluster.Join(ctx, c, cluster.JoinOptions{Options: o, Token: token, Force: force})
+			})
+		},
+	}
+	nodeFlags(cmd.Flags(), &c)
+	cmd.Flags().StringVar(&token, "token", "", "join token (from k8s-master init or token create); read from standard input when absent")
+	cmd.Flags().BoolVar(&force, "force", false, "join even if a voting member is unhealthy (risks the quorum)")
+	return cmd
+}
+
+func isTerminal(f *os.File) bool {
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+func withAdmin(dataDir *string, fn func(ctx context.Context, a *cluster.Admin) error) error {
+	// gRPC's connection chatter (a member down is reported in the output
+	// anyway) would otherwise end up on the operator's terminal.
+	grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard))
+	a, err := cluster.OpenAdmin(*dataDir)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	return fn(ctx, a)
+}
+
+func newTokenCommand(dataDir *string) *cobra.Command {
+	cmd := &cobra.Command{Use: "token", Short: "Create, list and revoke join tokens"}
+	var ttl time.Duration
+	var usages int
+	var description string
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Create a join token and print it (only the token, on standard output)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withAdmin(dataDir, func(ctx context.Context, a *cluster.Admin) error {
+				tok, err := a.CreateToken(ctx, ttl, usages, description)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), tok.String())
+				return nil
+			})
+		},
+	}
+	create.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token is valid")
+	create.Flags().IntVar(&usages, "usages", 0, "how many joins it allows (0: no limit until it expires)")
+	create.Flags().StringVar(&description, "description", "", "a note shown by token list")
+
+	var output string
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List join tokens (never their secrets)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withAdmin(dataDir, func(ctx context.Context, a *cluster.Admin) error {
+				recs, err := a.Store().ListTokens(ctx)
+				if err != nil {
+					return err
+				}
+				if output == "json" {
+					for i := range recs {
+						recs[i].SecretHash = ""
+					}
+					return printJSON(cmd.OutOrStdout(), recs)
+				}
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "ID\tSTATE\tEXPIRES\tUSES\tDESCRIPTION")
+				now := time.Now()
+				for _, r := range recs {
+					uses := fmt.Sprint(r.Uses)
+					if r.UsageLimit > 0 {
+						uses += fmt.Sprintf("/%d", r.UsageLimit)
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.ID, r.State(now), r.Expires.Local().Format(time.RFC3339), uses, r.Description)
+				}
+				return w.Flush()
+			})
+		},
+	}
+	list.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+
+	revoke := &cobra.Command{
+		Use:   "revoke TOKEN-ID",
+		Short: "Revoke a join token",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withAdmin(dataDir, func(ctx context.Context, a *cluster.Admin) error {
+				id := args[0]
+				if tok, err := parseMaybeToken(id); err == nil {
+					id = tok
+				}
+				if err := a.Store().RevokeToken(ctx, id); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "token %s revoked\n", id)
+				return nil
+			})
+		},
+	}
+	cmd.AddCommand(create, list, revoke)
+	return cmd
+}
+
+// parseMaybeToken accepts a whole token where an ID is asked for.
+func parseMaybeToken(s string) (string, error) {
+	rest, ok := strings.CutPrefix(s, "km1:")
+	if !ok {
+		return "", fmt.Errorf("not a token")
+	}
+	id, _, _ := strings.Cut(rest, ".")
+	return id, nil
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func newStatusCommand(dataDir *string) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the masters: etcd members, leader, learners, health, quorum, failures tolerated",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withAdmin(dataDir, func(ctx context.Context, a *cluster.Admin) error {
+				st, err := a.Status(ctx)
+				if err != nil {
+					return err
+				}
+				out := cmd.OutOrStdout()
+				if output == "json" {
+					return printJSON(out, st)
+				}
+				fmt.Fprintf(out, "cluster %s: %d voting members, quorum %d, %d healthy, tolerates %d more failure(s)\n\n", st.ClusterID, st.Voters, st.Quorum, st.HealthyVoters, st.FailuresTolerated)
+				w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "NAME\tROLE\tHEALTH\tLEADER\tAPISERVER\tDB\tPEER URL")
+				for _, m := range st.Members {
+					role, health, leader, api := "voter", "healthy", "", "not ready"
+					if m.Learner {
+						role = "learner"
+					}
+					if !m.Healthy {
+						health = "UNHEALTHY"
+					}
+					if m.Leader {
+						leader = "*"
+					}
+					if m.APIServerReady {
+						api = "ready"
+					}
+					name := m.Name
+					if name == "" {
+						name = "(" + m.IDHex + ")"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%.1f MB\t%s\n", name, role, health, leader, api, float64(m.DBSize)/1e6, strings.Join(m.PeerURLs, ","))
+				}
+				w.Flush()
+				for _, warn := range st.Warnings {
+					fmt.Fprintln(out, "warning:", warn)
+				}
+				return nil
+			})
+		},
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "table", "table or json")
+	return cmd
+}
+
+func newLeaveCommand(dataDir *string) *cobra.Command {
+	var force, yes bool
+	cmd := &cobra.Command{
+		Use:   "leave",
+		Short: "Take this master out of the cluster (its etcd member is removed, its local data wiped)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if !yes && !confirm(cmd, fmt.Sprintf("This stops the master on %s, removes it from the cluster and wipes its data. Continue? [y/N] ", *dataDir)) {
+				return fmt.Errorf("not confirmed; pass --yes to skip the question")
+			}
+			return withAdmin(dataDir, func(ctx context.Context, a *cluster.Admin) error {
+				out := cmd.OutOrStdout()
+				if err := a.Leave(ctx, force, func(s string) { fmt.Fprintln(out, "  "+s) }); err != nil {
+					return err
+				}
+				fmt.Fprintf(out, "%s left the cluster; it can join again with a new token\n", a.Config.Name)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "leave even if that costs the cluster its quorum")
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "do not ask for confirmation")
+	return cmd
+}
+
+func newMemberCommand(dataDir *string) *cobra.Command {
+	cmd := &cobra.Command{Use: "member", Short: "Manage other masters"}
+	var force bool
+	remove := &cobra.Command{
+		Use:   "remove NAME",
+		Short: "Remove a master that is gone for good (its etcd member and registration)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return withAdmin(dataDir, func(ctx context.Context, a *cluster.Admin) error {
+				if err := a.RemoveMember(ctx, args[0], force); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "member %s removed\n", args[0])
+				return nil
+			})
+		},
+	}
+	remove.Flags().BoolVar(&force, "force", false, "remove even if that costs the cluster its quorum")
+	cmd.AddCommand(remove)
+	return cmd
+}
+
+func confirm(cmd *cobra.Command, question string) bool {
+	if !isTerminal(os.Stdin) {
+		return false
+	}
+	fmt.Fprint(cmd.OutOrStdout(), question)
+	line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
+	return strings.EqualFold(strings.TrimSpace(line), "y") || strings.EqualFold(strings.TrimSpace(line), "yes")
+}

@@ -1,0 +1,227 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/k8s-master/k8s-master/pkg/config"
+	"github.com/k8s-master/k8s-master/pkg/datadir"
+	"github.com/k8s-master/k8s-master/pkg/etcd"
+	"github.com/k8s-master/k8s-master/pkg/join"
+	"github.com/k8s-master/k8s-master/pkg/pki"
+)
+
+// Admin runs operator commands (status, tokens, leave, member remove)
+// against the cluster of a data directory, from a separate process.
+type Admin struct {
+	Config *config.Config
+	State  *config.State
+	cli    *clientv3.Client
+}
+
+// OpenAdmin reads the data directory's state and connects to the local etcd
+// member.
+func OpenAdmin(dataDir string) (*Admin, error) {
+	st, err := config.ReadState((&config.Config{DataDir: dataDir}).StatePath())
+	if errors.Is(err, config.ErrNoState) {
+		return nil, fmt.Errorf("%s holds no master; pass the --data-dir of a master", dataDir)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c := st.Config
+	c.DataDir = dataDir
+	cli, err := etcd.NewClient(&c)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := cli.Status(ctx, c.LocalEtcdURL()); err != nil {
+		cli.Close()
+		return nil, fmt.Errorf("the local etcd member at %s does not answer (%v); is the master running? (k8s-master start --data-dir %s)", c.LocalEtcdURL(), err, dataDir)
+	}
+	return &Admin{Config: &c, State: st, cli: cli}, nil
+}
+
+// Close releases the connection.
+func (a *Admin) Close() { a.cli.Close() }
+
+// Store is the token and masters store.
+func (a *Admin) Store() *join.Store { return join.NewStore(a.cli, nil) }
+
+// MemberView is one member in `status`.
+type MemberView struct {
+	etcd.MemberStatus
+	APIServerReady bool   `json:"apiserverReady"`
+	APIServerURL   string `json:"apiserverURL,omitempty"`
+}
+
+// Status is the cluster as `status` shows it.
+type Status struct {
+	ClusterID string       `json:"clusterID"`
+	Members   []MemberView `json:"members"`
+	etcd.QuorumSummary
+	Warnings []string `json:"warnings"`
+}
+
+// Status gathers every member's state and each master's apiserver
+// readiness.
+func (a *Admin) Status(ctx context.Context) (*Status, error) {
+	ms, err := etcd.Members(ctx, a.cli)
+	if err != nil {
+		return nil, err
+	}
+	masters, err := a.Store().Masters(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byName := map[string]join.MasterInfo{}
+	for _, m := range masters {
+		byName[m.Name] = m
+	}
+	st := &Status{ClusterID: a.State.ClusterID, QuorumSummary: etcd.Summarize(ms), Warnings: etcd.Warnings(ms)}
+	client := a.apiClient()
+	for _, m := range ms {
+		v := MemberView{MemberStatus: m}
+		if info, ok := byName[m.Name]; ok {
+			v.APIServerURL = "https://" + config.Host(info.AdvertiseAddress, info.APIServerPort)
+			if client != nil {
+				v.APIServerReady = ready(ctx, client, v.APIServerURL+"/readyz")
+			}
+		}
+		if m.Started() && !m.Learner && !v.APIServerReady {
+			st.Warnings = append(st.Warnings, fmt.Sprintf("the apiserver of %s is not ready", m.Name))
+		}
+		st.Members = append(st.Members, v)
+	}
+	if st.Warnings == nil {
+		st.Warnings = []string{}
+	}
+	return st, nil
+}
+
+func (a *Admin) apiClient() *http.Client {
+	caPEM, err := os.ReadFile(pki.CertPath(a.Config.PKIDir(), pki.ClusterCA))
+	if err != nil {
+		return nil
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(caPEM)
+	return &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+}
+
+func ready(ctx context.Context, client *http.Client, url string) bool {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return false
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
+
+// CreateToken makes a join token naming every registered master's join
+// service.
+func (a *Admin) CreateToken(ctx context.Context, ttl time.Duration, usages int, description string) (join.Token, error) {
+	masters, err := a.Store().Masters(ctx)
+	if err != nil {
+		return join.Token{}, err
+	}
+	var eps []string
+	for _, m := range masters {
+		eps = append(eps, joinEndpoint(m.AdvertiseAddress, m.JoinPort))
+	}
+	tok, _, err := a.Store().CreateToken(ctx, eps, a.State.CAPin, ttl, usages, description)
+	return tok, err
+}
+
+func (a *Admin) findMember(ctx context.Context, name string) ([]etcd.MemberStatus, *etcd.MemberStatus, error) {
+	ms, err := etcd.Members(ctx, a.cli)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i := range ms {
+		if ms[i].Name == name || (ms[i].Name == "" && ms[i].IDHex == name) {
+			return ms, &ms[i], nil
+		}
+	}
+	return ms, nil, fmt.Errorf("no member named %s; see k8s-master status", name)
+}
+
+// RemoveMember removes another master (one that is dead for good) from
+// etcd and the registry, with the quorum guard unless force.
+func (a *Admin) RemoveMember(ctx context.Context, name string, force bool) error {
+	if name == a.Config.Name {
+		return fmt.Errorf("%s is this master; use k8s-master leave", name)
+	}
+	ms, target, err := a.findMember(ctx, name)
+	if err != nil {
+		return err
+	}
+	if !force {
+		if err := etcd.CheckRemove(ms, target.ID); err != nil {
+			return err
+		}
+	}
+	if _, err := a.cli.MemberRemove(ctx, target.ID); err != nil {
+		return fmt.Errorf("etcd member remove: %w", err)
+	}
+	if target.Name != "" {
+		if err := a.Store().UnregisterMaster(ctx, target.Name); err != nil {
+			return fmt.Errorf("member removed, but its registration stays: %w", err)
+		}
+	}
+	return nil
+}
+
+// Leave takes this master out of the cluster: quorum guard, stop the local
+// master, remove its etcd member through the others, wipe its state so it
+// can join again. note reports progress.
+func (a *Admin) Leave(ctx context.Context, force bool, note func(string)) error {
+	ms, self, err := a.findMember(ctx, a.Config.Name)
+	if err != nil {
+		return err
+	}
+	if !force {
+		if err := etcd.CheckRemove(ms, self.ID); err != nil {
+			return err
+		}
+	}
+	others := etcd.ClientEndpoints(ms, self.ID)
+	if len(others) == 0 {
+		return errors.New("this is the only member; there is no cluster to leave (use k8s-master reset to remove it)")
+	}
+	if err := a.Store().UnregisterMaster(ctx, a.Config.Name); err != nil {
+		return fmt.Errorf("unregister this master: %w", err)
+	}
+	note("stopping the local master")
+	if err := datadir.StopRunning(a.Config.DataDir, 30*time.Second); err != nil {
+		return err
+	}
+	a.cli.Close()
+	cli, err := etcd.NewClient(a.Config, others...)
+	if err != nil {
+		return err
+	}
+	a.cli = cli
+	note("removing the etcd member")
+	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := cli.MemberRemove(rctx, self.ID); err != nil {
+		return fmt.Errorf("etcd member remove: %w (the local master is stopped; retry leave after k8s-master start)", err)
+	}
+	note("wiping the local etcd data and state")
+	return datadir.RemoveOwnEntries(a.Config.DataDir)
+}

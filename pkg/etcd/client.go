@@ -1,0 +1,137 @@
+package etcd
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"sort"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/k8s-master/k8s-master/pkg/config"
+)
+
+// NewClient connects to endpoints with this master's etcd client
+// certificate (the apiserver's).
+func NewClient(c *config.Config, endpoints ...string) (*clientv3.Client, error) {
+	tlsCfg, err := ClientTLS(c).ClientConfig()
+	if err != nil {
+		return nil, fmt.Errorf("etcd client certificate: %w", err)
+	}
+	if len(endpoints) == 0 {
+		endpoints = []string{c.LocalEtcdURL()}
+	}
+	return clientv3.New(clientv3.Config{
+		Endpoints:   endpoints,
+		TLS:         tlsCfg,
+		DialTimeout: 5 * time.Second,
+		Logger:      zap.NewNop(),
+	})
+}
+
+// MemberStatus is one member as seen from the cluster.
+type MemberStatus struct {
+	ID         uint64   `json:"-"`
+	IDHex      string   `json:"id"`
+	Name       string   `json:"name"`
+	PeerURLs   []string `json:"peerURLs"`
+	ClientURLs []string `json:"clientURLs"`
+	Learner    bool     `json:"learner"`
+	Leader     bool     `json:"leader"`
+	Healthy    bool     `json:"healthy"`
+	DBSize     int64    `json:"dbSizeBytes"`
+	Error      string   `json:"error,omitempty"`
+}
+
+// Started tells whether the member has run at least once (an added member
+// that never started has no name yet).
+func (m MemberStatus) Started() bool { return m.Name != "" }
+
+// Members lists the members and asks each one for its status, each with a
+// short timeout so that a dead member only costs that.
+func Members(ctx context.Context, cli *clientv3.Client) ([]MemberStatus, error) {
+	lctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	resp, err := cli.MemberList(lctx)
+	if err != nil {
+		return nil, fmt.Errorf("list etcd members: %w", err)
+	}
+	out := make([]MemberStatus, len(resp.Members))
+	done := make(chan struct{}, len(resp.Members))
+	for i, m := range resp.Members {
+		out[i] = MemberStatus{ID: m.ID, IDHex: fmt.Sprintf("%x", m.ID), Name: m.Name, PeerURLs: m.PeerURLs, ClientURLs: m.ClientURLs, Learner: m.IsLearner}
+		go func(ms *MemberStatus) {
+			defer func() { done <- struct{}{} }()
+			if len(ms.ClientURLs) == 0 {
+				ms.Error = "not started"
+				return
+			}
+			sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			st, err := cli.Status(sctx, ms.ClientURLs[0])
+			if err != nil {
+				ms.Error = err.Error()
+				return
+			}
+			ms.Healthy = len(st.Errors) == 0 && st.Leader != 0
+			if !ms.Healthy && len(st.Errors) > 0 {
+				ms.Error = st.Errors[0]
+			} else if st.Leader == 0 {
+				ms.Error = "sees no leader"
+			}
+			ms.Leader = st.Leader == ms.ID
+			ms.DBSize = st.DbSize
+		}(&out[i])
+	}
+	for range resp.Members {
+		<-done
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// ClientEndpoints lists the client URLs of started members, except skip.
+func ClientEndpoints(ms []MemberStatus, skip uint64) []string {
+	var eps []string
+	for _, m := range ms {
+		if m.ID != skip {
+			eps = append(eps, m.ClientURLs...)
+		}
+	}
+	return eps
+}
+
+// InitialCluster renders "name=peerURL,..." for started members plus a new
+// one.
+func InitialCluster(ms []MemberStatus, newName, newPeerURL string) string {
+	s := ""
+	for _, m := range ms {
+		if !m.Started() {
+			continue
+		}
+		for _, u := range m.PeerURLs {
+			if s != "" {
+				s += ","
+			}
+			s += m.Name + "=" + u
+		}
+	}
+	if newName != "" {
+		if s != "" {
+			s += ","
+		}
+		s += newName + "=" + newPeerURL
+	}
+	return s
+}
+
+// HostOf returns the host part of a URL.
+func HostOf(u string) string {
+	p, err := url.Parse(u)
+	if err != nil {
+		return ""
+	}
+	return p.Hostname()
+}

@@ -1,0 +1,86 @@
+package join
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+)
+
+// Path of the one endpoint of the join service.
+const Path = "/v1/join"
+
+// Request is what a joining master sends, after it has checked the
+// server's CA against the token's pin.
+type Request struct {
+	TokenID string `json:"tokenID"`
+	Secret  string `json:"secret"`
+	// Name is the joiner's node and etcd member name.
+	Name string `json:"name"`
+	// PeerURL is the joiner's etcd peer URL.
+	PeerURL string `json:"peerURL"`
+	// Force skips the quorum guard.
+	Force bool `json:"force,omitempty"`
+}
+
+// Validate checks a request's shape (not its credentials).
+func (r *Request) Validate() error {
+	if !validChars(r.TokenID, idLen) || !validChars(r.Secret, secretLen) {
+		return fmt.Errorf("%w: bad token ID or secret format", ErrMalformed)
+	}
+	if msgs := validation.IsDNS1123Subdomain(r.Name); len(msgs) > 0 {
+		return fmt.Errorf("invalid name %q: %s", r.Name, strings.Join(msgs, "; "))
+	}
+	u, err := url.Parse(r.PeerURL)
+	if err != nil || u.Scheme != "https" || u.Path != "" || u.RawQuery != "" || u.User != nil {
+		return fmt.Errorf("invalid peer URL %q: want https://<ip>:<port>", r.PeerURL)
+	}
+	if ip := net.ParseIP(u.Hostname()); ip == nil || ip.IsUnspecified() || u.Port() == "" {
+		return fmt.Errorf("invalid peer URL %q: want https://<ip>:<port>", r.PeerURL)
+	}
+	return nil
+}
+
+// Response hands the joiner what every master of the cluster shares.
+type Response struct {
+	ClusterID     string `json:"clusterID"`
+	CAPin         string `json:"caPin"`
+	EtcdClusterID string `json:"etcdClusterID"`
+	// MemberID is the joiner's etcd member ID (hex).
+	MemberID string `json:"memberID"`
+	// InitialCluster is etcd's --initial-cluster for the joiner.
+	InitialCluster string `json:"initialCluster"`
+	// Resume is true when the joiner already was a member.
+	Resume bool `json:"resume,omitempty"`
+	// EtcdEndpoints are the client URLs of the other members.
+	EtcdEndpoints []string `json:"etcdEndpoints"`
+	// Cluster-wide settings.
+	ServiceCIDR   string `json:"serviceCIDR"`
+	PodCIDR       string `json:"podCIDR,omitempty"`
+	ClusterDomain string `json:"clusterDomain"`
+	// Files maps paths relative to the data directory (pki/ca.key, ...)
+	// to their contents: the CAs with their keys, the service-account keys
+	// and the secrets-encryption config.
+	Files map[string][]byte `json:"files"`
+}
+
+// SharedFiles are the data-directory files every master of a cluster has
+// alike; the joiner writes them all 0600 except certificates and the SA
+// public key.
+var SharedFiles = []string{
+	"pki/ca.crt", "pki/ca.key",
+	"pki/front-proxy-ca.crt", "pki/front-proxy-ca.key",
+	"pki/etcd/ca.crt", "pki/etcd/ca.key",
+	"pki/sa.key", "pki/sa.pub",
+	"encryption-config.yaml",
+}
+
+// ErrorResponse is the body of every refusal.
+type ErrorResponse struct {
+	Error string `json:"error"`
+	// RetryAfterSeconds is set when the joiner should try again later
+	// (another join in progress, or back-off after failures).
+	RetryAfterSeconds int `json:"retryAfterSeconds,omitempty"`
+}
