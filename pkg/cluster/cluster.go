@@ -95,57 +95,27 @@ func Init(ctx context.Context, c *config.Config, o Options) (*Master, error) {
 			c.DataDir, ds.State.ClusterID, ds.State.CreatedAt.Format(time.RFC3339), c.DataDir)
 		return start(ctx, c, ds.State, o, p)
 	}
-	if len(ds.Foreign) > 0 {
-		return nil, fmt.Errorf("data directory %s is not empty and holds no k8s-master cluster (found %s); pass an empty or new --data-dir", c.DataDir, strings.Join(ds.Foreign, ", "))
-	}
-
 	p.printf("k8s-master: initialising a new cluster in %s (node %s, %s)", c.DataDir, c.Name, c.AdvertiseAddress)
-	var createdDir bool
-	if err := p.step("preflight checks", func() error {
-		if err := preflight.CheckPorts(ports(c)); err != nil {
-			return err
-		}
-		createdDir, err = preflight.CheckDataDir(c.DataDir)
-		return err
-	}); err != nil {
-		return nil, err
-	}
-	lock, err := datadir.Acquire(c.DataDir)
+	fresh, err := prepareFreshDir(c, ds, p)
 	if err != nil {
 		return nil, err
 	}
-
 	// From here on a failure removes what this init wrote.
 	succeeded := false
 	var m *Master
 	defer func() {
-		if succeeded {
-			return
-		}
-		if m != nil {
-			m.stopAll(5 * time.Second)
-		}
-		lock.Release()
-		if createdDir {
-			os.RemoveAll(c.DataDir)
-		} else if err := datadir.RemoveOwnEntries(c.DataDir); err != nil {
-			fmt.Fprintf(o.Out, "warning: could not clean up %s: %v\n", c.DataDir, err)
+		if !succeeded {
+			if m != nil {
+				m.stopAll(5 * time.Second)
+			}
+			fresh.undo(p)
 		}
 	}()
-	if ds.Incomplete {
-		if err := datadir.RemoveOwnEntries(c.DataDir); err != nil {
-			return nil, fmt.Errorf("cannot clear the interrupted init in %s: %w", c.DataDir, err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(c.DataDir, datadir.InitMarker), nil, 0o600); err != nil {
-		return nil, fmt.Errorf("data directory %s is not writable: %w", c.DataDir, err)
-	}
-
 	logs, err := logging.Setup(c.LogFile, c.LogVerbosity)
 	if err != nil {
 		return nil, err
 	}
-	m = &Master{cfg: c, logs: logs, lock: lock}
+	m = &Master{cfg: c, logs: logs, lock: fresh.lock}
 	clusterID := newClusterID()
 
 	if err := p.step("cluster PKI and credentials", func() error {
@@ -180,7 +150,7 @@ func Init(ctx context.Context, c *config.Config, o Options) (*Master, error) {
 	if err := config.WriteState(c.StatePath(), m.state); err != nil {
 		return nil, err
 	}
-	if err := os.Remove(filepath.Join(c.DataDir, datadir.InitMarker)); err != nil {
+	if err := fresh.commit(); err != nil {
 		return nil, err
 	}
 	// The cluster exists now: later failures leave it for `start`.

@@ -16,7 +16,6 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/fsutil"
 	"github.com/k8s-master/k8s-master/pkg/join"
 	"github.com/k8s-master/k8s-master/pkg/logging"
-	"github.com/k8s-master/k8s-master/pkg/preflight"
 )
 
 // JoinOptions are the joiner's extra inputs.
@@ -49,26 +48,11 @@ func Join(ctx context.Context, c *config.Config, o JoinOptions) (*Master, error)
 		p.printf("%s already holds a master of cluster %s; resuming it (no token needed: k8s-master start --data-dir %s)", c.DataDir, ds.State.ClusterID, c.DataDir)
 		return start(ctx, c, ds.State, o.Options, p)
 	}
-	if len(ds.Foreign) > 0 {
-		return nil, fmt.Errorf("data directory %s is not empty and holds no k8s-master (found %s); pass an empty or new --data-dir", c.DataDir, strings.Join(ds.Foreign, ", "))
-	}
-
 	p.printf("k8s-master: joining the cluster at %s as %s (%s)", strings.Join(tok.Endpoints, ", "), c.Name, c.AdvertiseAddress)
-	var createdDir bool
-	if err := p.step("preflight checks", func() error {
-		if err := preflight.CheckPorts(ports(c)); err != nil {
-			return err
-		}
-		createdDir, err = preflight.CheckDataDir(c.DataDir)
-		return err
-	}); err != nil {
-		return nil, err
-	}
-	lock, err := datadir.Acquire(c.DataDir)
+	fresh, err := prepareFreshDir(c, ds, p)
 	if err != nil {
 		return nil, err
 	}
-
 	// Until the member is promoted and the state recorded, a failure takes
 	// back what this join did: the learner and the files.
 	succeeded := false
@@ -84,29 +68,16 @@ func Join(ctx context.Context, c *config.Config, o JoinOptions) (*Master, error)
 		}
 		if resp != nil && !resp.Resume && secretsWritten {
 			if err := removeLearner(c, resp); err != nil {
-				fmt.Fprintf(p.out, "warning: could not remove this master's etcd learner (%v); a join service removes it after 90 s\n", err)
+				p.printf("warning: could not remove this master's etcd learner (%v); a join service removes it after 90 s", err)
 			}
 		}
-		lock.Release()
-		if createdDir {
-			os.RemoveAll(c.DataDir)
-		} else {
-			datadir.RemoveOwnEntries(c.DataDir)
-		}
+		fresh.undo(p)
 	}()
-	if ds.Incomplete {
-		if err := datadir.RemoveOwnEntries(c.DataDir); err != nil {
-			return nil, fmt.Errorf("cannot clear the interrupted join in %s: %w", c.DataDir, err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(c.DataDir, datadir.InitMarker), nil, 0o600); err != nil {
-		return nil, fmt.Errorf("data directory %s is not writable: %w", c.DataDir, err)
-	}
 	logs, err := logging.Setup(c.LogFile, c.LogVerbosity)
 	if err != nil {
 		return nil, err
 	}
-	m = &Master{cfg: c, logs: logs, lock: lock}
+	m = &Master{cfg: c, logs: logs, lock: fresh.lock}
 
 	if err := p.step("admitted by the cluster (etcd learner added)", func() error {
 		resp, err = join.Send(ctx, tok, join.Request{Name: c.Name, PeerURL: c.EtcdPeerURL(), Force: o.Force}, func(msg string) {
@@ -150,7 +121,7 @@ func Join(ctx context.Context, c *config.Config, o JoinOptions) (*Master, error)
 	if err := config.WriteState(c.StatePath(), m.state); err != nil {
 		return nil, err
 	}
-	if err := os.Remove(filepath.Join(c.DataDir, datadir.InitMarker)); err != nil {
+	if err := fresh.commit(); err != nil {
 		return nil, err
 	}
 	succeeded = true

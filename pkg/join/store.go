@@ -147,13 +147,21 @@ func (s *Store) Check(ctx context.Context, id, secret string) (Record, error) {
 
 // Consume counts one use of a token Check accepted.
 func (s *Store) Consume(ctx context.Context, id string) error {
+	return s.update(ctx, id, func(r *Record) { r.Uses++ })
+}
+
+// update changes a token record with compare-and-swap, keeping its lease.
+func (s *Store) update(ctx context.Context, id string, change func(*Record)) error {
 	for range 5 {
 		r, rev, err := s.get(ctx, id)
 		if err != nil {
 			return err
 		}
-		r.Uses++
-		data, _ := json.Marshal(r)
+		change(&r)
+		data, err := json.Marshal(r)
+		if err != nil {
+			return err
+		}
 		key := tokenKeyPrefix + id
 		resp, err := s.cli.Txn(ctx).
 			If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
@@ -188,24 +196,7 @@ func (s *Store) ListTokens(ctx context.Context) ([]Record, error) {
 
 // RevokeToken marks a token revoked (kept a day so joiners learn why).
 func (s *Store) RevokeToken(ctx context.Context, id string) error {
-	r, rev, err := s.get(ctx, id)
-	if err != nil {
-		return err
-	}
-	r.Revoked = true
-	data, _ := json.Marshal(r)
-	key := tokenKeyPrefix + id
-	resp, err := s.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.ModRevision(key), "=", rev)).
-		Then(clientv3.OpPut(key, string(data), clientv3.WithIgnoreLease())).
-		Commit()
-	if err != nil {
-		return err
-	}
-	if !resp.Succeeded {
-		return errors.New("token changed while revoking; try again")
-	}
-	return nil
+	return s.update(ctx, id, func(r *Record) { r.Revoked = true })
 }
 
 // MasterInfo is how a master can be reached; each master registers itself
