@@ -3,6 +3,7 @@ package test
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sort"
 	"strings"
@@ -72,6 +73,24 @@ func TestHA(t *testing.T) {
 			})
 		}
 		m4.stop(syscall.SIGTERM, 20*time.Second)
+	})
+
+	t.Run("a join that fails midway takes back its learner and files", func(t *testing.T) {
+		// The joiner advertises an address other than the one it talks
+		// from: the cluster admits it as a learner, then etcd's peer TLS
+		// refuses its member (certificate and source address differ).
+		if out, err := exec.Command("ip", "-n", l.prefix+"c", "addr", "add", "10.98.0.100/32", "dev", "eth0").CombinedOutput(); err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		dir := filepath.Join(l.dir, "failing")
+		out, stderr, code := l.runOn("c", "join", "--data-dir", dir, "--advertise-address", "10.98.0.100", "--token", token)
+		if code == 0 || !strings.Contains(out, "admitted by the cluster (etcd learner added)") || !strings.Contains(stderr, "etcd") {
+			t.Fatalf("exit %d; want admission, then an etcd failure:\n%s%s", code, out, stderr)
+		}
+		assertAbsent(t, dir)
+		if s := l.status(1); len(s.Members) != 1 || s.Learners() != 0 {
+			t.Fatalf("the learner was left behind: %s", s.names())
+		}
 	})
 
 	// Two joins at the same moment: both end as voters.

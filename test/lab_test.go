@@ -163,6 +163,16 @@ func (l *lab) status(i int) statusJSON {
 	return s
 }
 
+func (s statusJSON) Learners() int {
+	n := 0
+	for _, m := range s.Members {
+		if m.Learner {
+			n++
+		}
+	}
+	return n
+}
+
 func (s statusJSON) names() string {
 	var n []string
 	for _, m := range s.Members {

@@ -428,6 +428,15 @@ func (m *Master) printReady(p *progress) {
 	p.printf("ready in %.1f s", p.elapsed().Seconds())
 	p.printf("  kubectl --kubeconfig %s get --raw /readyz", m.cfg.AdminKubeconfig())
 	p.printf("  logs: %s", m.cfg.LogFile)
+	if m.etcdClient != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if ms, err := etcd.Members(ctx, m.etcdClient); err == nil {
+			for _, w := range etcd.Warnings(ms) {
+				p.printf("warning: %s", w)
+			}
+		}
+		cancel()
+	}
 	if m.Token != "" {
 		p.printf("join token (valid 24 h, also in %s):", filepath.Join(m.cfg.DataDir, "token"))
 		p.printf("  %s", m.Token)
