@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/k8s-master/k8s-master/pkg/config"
@@ -175,8 +177,8 @@ func (a *Admin) RemoveMember(ctx context.Context, name string, force bool) error
 			return err
 		}
 	}
-	if _, err := a.cli.MemberRemove(ctx, target.ID); err != nil {
-		return fmt.Errorf("etcd member remove: %w", err)
+	if err := removeMember(ctx, a.cli, target.ID); err != nil {
+		return err
 	}
 	if target.Name != "" {
 		if err := a.Store().UnregisterMaster(ctx, target.Name); err != nil {
@@ -184,6 +186,26 @@ func (a *Admin) RemoveMember(ctx context.Context, name string, force bool) error
 		}
 	}
 	return nil
+}
+
+// removeMember removes an etcd member. etcd's strict reconfiguration check
+// answers "unhealthy cluster" until the remaining members have been
+// connected for a few seconds (right after a join, say): that is waited out
+// for up to 30 s.
+func removeMember(ctx context.Context, cli *clientv3.Client, id uint64) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := cli.MemberRemove(rctx, id)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, rpctypes.ErrUnhealthy) || time.Now().After(deadline) {
+			return fmt.Errorf("etcd member remove: %w", err)
+		}
+		time.Sleep(time.Second)
+	}
 }
 
 // Leave takes this master out of the cluster: quorum guard, stop the local
@@ -206,21 +228,27 @@ func (a *Admin) Leave(ctx context.Context, force bool, note func(string)) error 
 	if err := a.Store().UnregisterMaster(ctx, a.Config.Name); err != nil {
 		return fmt.Errorf("unregister this master: %w", err)
 	}
-	note("stopping the local master")
-	if err := datadir.StopRunning(a.Config.DataDir, 30*time.Second); err != nil {
+	// Remove the member while it still runs: in a two-member cluster both
+	// are needed to commit the removal.
+	marker := filepath.Join(a.Config.DataDir, datadir.LeavingMarker)
+	if err := os.WriteFile(marker, nil, 0o600); err != nil {
 		return err
 	}
 	a.cli.Close()
 	cli, err := etcd.NewClient(a.Config, others...)
 	if err != nil {
+		os.Remove(marker)
 		return err
 	}
 	a.cli = cli
 	note("removing the etcd member")
-	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if _, err := cli.MemberRemove(rctx, self.ID); err != nil {
-		return fmt.Errorf("etcd member remove: %w (the local master is stopped; retry leave after k8s-master start)", err)
+	if err := removeMember(ctx, cli, self.ID); err != nil {
+		os.Remove(marker)
+		return err
+	}
+	note("stopping the local master")
+	if err := datadir.StopRunning(a.Config.DataDir, 30*time.Second); err != nil {
+		return err
 	}
 	note("wiping the local etcd data and state")
 	return datadir.RemoveOwnEntries(a.Config.DataDir)

@@ -457,6 +457,13 @@ func (m *Master) Wait(ctx context.Context, stopTimeout time.Duration, out io.Wri
 	case <-m.apiserver.Done():
 		failure = fmt.Errorf("kube-apiserver stopped unexpectedly: %v; see the log", m.apiserver.Err())
 	}
+	if _, err := os.Stat(filepath.Join(m.cfg.DataDir, datadir.LeavingMarker)); err == nil && failure != nil {
+		// `leave` removed our member: etcd stopping is the expected end.
+		failure = nil
+		if out != nil {
+			fmt.Fprintln(out, "k8s-master: this master left the cluster")
+		}
+	}
 	if out != nil {
 		fmt.Fprintln(out, "k8s-master: stopping")
 	}

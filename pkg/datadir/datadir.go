@@ -18,11 +18,15 @@ import (
 // still has it never held a working cluster and may be started over.
 const InitMarker = ".init-incomplete"
 
+// LeavingMarker exists while `leave` takes this master out of the cluster:
+// the running master then treats its etcd member's removal as a clean stop.
+const LeavingMarker = ".leaving"
+
 // ownEntries are what init writes at the top of the data directory.
 var ownEntries = []string{
 	"pki", "etcd", "state.json", "admin.kubeconfig", "controller-manager.kubeconfig",
 	"scheduler.kubeconfig", "encryption-config.yaml", "authentication-config.yaml", InitMarker,
-	"token",
+	"token", LeavingMarker,
 }
 
 // IsLogEntry tells log files (ours, possibly rotated) apart from state.
