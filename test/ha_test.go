@@ -219,4 +219,32 @@ func TestHA(t *testing.T) {
 			t.Errorf("no warning about 2 voters: %v", s.Warnings)
 		}
 	})
+
+	t.Run("losing etcd quorum: /livez stays ok, /readyz fails, both recover", func(t *testing.T) {
+		// Two members left: without m2, m1's etcd has no quorum.
+		m2.stop(syscall.SIGKILL, 10*time.Second)
+		probe := func(path string) string {
+			out, _ := exec.Command("ip", "netns", "exec", l.prefix+"c", "curl", "-sk", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", l.apiserver(1)+path).Output()
+			return string(out)
+		}
+		eventually(t, time.Minute, "/readyz failing on m1", func() error {
+			if code := probe("/readyz"); code != "500" {
+				return fmt.Errorf("/readyz %s", code)
+			}
+			return nil
+		})
+		// Well past the apiserver's etcd health-check timeout.
+		time.Sleep(5 * time.Second)
+		if code := probe("/livez"); code != "200" {
+			t.Errorf("/livez = %s while etcd has no quorum, want 200", code)
+		}
+		m2 = l.start(2, "start")
+		m2.waitReady(2 * time.Minute)
+		eventually(t, time.Minute, "/readyz ok on m1 again", func() error {
+			if code := probe("/readyz"); code != "200" {
+				return fmt.Errorf("/readyz %s", code)
+			}
+			return nil
+		})
+	})
 }
