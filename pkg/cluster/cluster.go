@@ -240,11 +240,20 @@ func start(ctx context.Context, flags *config.Config, st *config.State, o Option
 		return nil, err
 	}
 	if err := p.step("etcd member ready", func() error {
-		if m.etcd, err = etcd.Launch(&c, etcd.Options{ClusterState: "existing", Logger: logs.Zap}); err != nil {
+		// A member of a bigger cluster waits for its quorum as long as it
+		// takes: after a power loss the masters come back one by one.
+		if m.etcd, err = etcd.Launch(&c, etcd.Options{ClusterState: "existing", Logger: logs.Zap, ReadyTimeout: -1, Waiting: func(d time.Duration) {
+			p.printf("  waiting for etcd for %.0f s: this member needs a quorum, so start the other masters too", d.Seconds())
+		}}); err != nil {
+			return err
+		}
+		// Unlike init, etcd may take long here (no quorum yet), longer than
+		// the apiserver waits for it while being built: build it after.
+		if err := m.etcd.WaitReady(ctx); err != nil {
 			return err
 		}
 		m.launchControlPlane(ctx)
-		return m.etcd.WaitReady(ctx)
+		return nil
 	}); err != nil {
 		return nil, err
 	}

@@ -39,15 +39,19 @@ type Options struct {
 	ClusterToken string
 	Logger       *zap.Logger
 	// ReadyTimeout bounds the wait for the member to serve (a new
-	// single-member cluster needs well under a second; a member rejoining
-	// a cluster without quorum waits for it).
+	// single-member cluster needs well under a second); negative means no
+	// limit: a member of a cluster without quorum waits until enough other
+	// masters are back.
 	ReadyTimeout time.Duration
+	// Waiting, when set, is called every 10 s while the member is not ready.
+	Waiting func(elapsed time.Duration)
 }
 
 // Member is a running etcd member.
 type Member struct {
 	etcd         *embed.Etcd
 	readyTimeout time.Duration
+	waiting      func(time.Duration)
 }
 
 // Launch starts the member and returns as soon as its listeners are bound:
@@ -62,7 +66,7 @@ func Launch(c *config.Config, o Options) (*Member, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start etcd: %w", err)
 	}
-	return &Member{etcd: e, readyTimeout: o.ReadyTimeout}, nil
+	return &Member{etcd: e, readyTimeout: o.ReadyTimeout, waiting: o.Waiting}, nil
 }
 
 // WaitReady waits until the member serves clients (it has joined a quorum
@@ -72,19 +76,32 @@ func (m *Member) WaitReady(ctx context.Context) error {
 	if timeout == 0 {
 		timeout = 60 * time.Second
 	}
-	select {
-	case <-m.etcd.Server.ReadyNotify():
-		return nil
-	case err := <-m.etcd.Err():
-		m.etcd.Close()
-		return fmt.Errorf("etcd failed while starting: %w", err)
-	case <-time.After(timeout):
-		m.etcd.Server.Stop()
-		m.etcd.Close()
-		return fmt.Errorf("etcd was not ready after %s; see the log for why (no quorum?)", timeout)
-	case <-ctx.Done():
-		m.etcd.Close()
-		return ctx.Err()
+	var expired <-chan time.Time
+	if timeout > 0 {
+		expired = time.After(timeout)
+	}
+	start := time.Now()
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-m.etcd.Server.ReadyNotify():
+			return nil
+		case err := <-m.etcd.Err():
+			m.etcd.Close()
+			return fmt.Errorf("etcd failed while starting: %w", err)
+		case <-expired:
+			m.etcd.Server.Stop()
+			m.etcd.Close()
+			return fmt.Errorf("etcd was not ready after %s; see the log for why (no quorum?)", timeout)
+		case <-tick.C:
+			if m.waiting != nil {
+				m.waiting(time.Since(start))
+			}
+		case <-ctx.Done():
+			m.etcd.Close()
+			return ctx.Err()
+		}
 	}
 }
 
