@@ -48,6 +48,8 @@ func newRootCommand() *cobra.Command {
 	dataDir := config.DefaultDataDir
 	root.PersistentFlags().StringVar(&dataDir, "data-dir", dataDir, "directory holding this master's state (PKI, etcd data, kubeconfigs)")
 	root.AddCommand(newInitCommand(&dataDir), newStartCommand(&dataDir), newVersionCommand())
+	addConfigFlag(root)
+	root.AddCommand(newConfigCommand())
 	return root
 }
 
@@ -115,6 +117,9 @@ func newStartCommand(dataDir *string) *cobra.Command {
 type startFunc func(context.Context, *config.Config, cluster.Options) (*cluster.Master, error)
 
 func runMaster(cmd *cobra.Command, c *config.Config, run startFunc) error {
+	if err := applyConfigFile(cmd, c); err != nil {
+		return err
+	}
 	if err := c.Complete(); err != nil {
 		return err
 	}
