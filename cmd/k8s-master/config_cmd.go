@@ -31,6 +31,21 @@ func applyConfigFile(cmd *cobra.Command, c *config.Config) error {
 	return nil
 }
 
+// completeConfig applies the config file, fills the host defaults and
+// validates the result.
+func completeConfig(cmd *cobra.Command, c *config.Config) error {
+	if err := applyConfigFile(cmd, c); err != nil {
+		return err
+	}
+	if err := c.Complete(); err != nil {
+		return err
+	}
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("invalid flags:\n  %w", indentJoin(err))
+	}
+	return nil
+}
+
 // masterFileFlags are the flags a config file may set: those of init and
 // start, --data-dir included.
 func masterFileFlags() *pflag.FlagSet {

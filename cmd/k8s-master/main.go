@@ -87,15 +87,23 @@ func newInitCommand(dataDir *string) *cobra.Command {
 kube-apiserver, kube-controller-manager, kube-scheduler and an admin
 kubeconfig, then run the master until SIGTERM or SIGINT.
 
+On a host that runs systemd with the k8s-master service installed, init
+hands the master to that service (enabled, so it survives reboots) and
+returns once the control plane is ready; --foreground keeps it here.
+
 On a data directory that already holds a cluster, init resumes it (as start
 does) unless the flags given contradict the recorded settings.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c.DataDir = *dataDir
+			if useService(cmd.Context()) {
+				return initService(cmd, &c)
+			}
 			return runMaster(cmd, &c, cluster.Init)
 		},
 	}
 	masterFlags(cmd.Flags(), &c)
+	addForegroundFlag(cmd)
 	return cmd
 }
 
@@ -117,18 +125,12 @@ func newStartCommand(dataDir *string) *cobra.Command {
 type startFunc func(context.Context, *config.Config, cluster.Options) (*cluster.Master, error)
 
 func runMaster(cmd *cobra.Command, c *config.Config, run startFunc) error {
-	if err := applyConfigFile(cmd, c); err != nil {
+	if err := completeConfig(cmd, c); err != nil {
 		return err
-	}
-	if err := c.Complete(); err != nil {
-		return err
-	}
-	if err := c.Validate(); err != nil {
-		return fmt.Errorf("invalid flags:\n  %w", indentJoin(err))
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
-	out := cmd.OutOrStdout()
+	out, ready := notifyService(ctx, cmd.OutOrStdout())
 	stopProfile := startupProfile()
 	endBurst := startupGC()
 	m, err := run(ctx, c, cluster.Options{Out: out, Explicit: explicitFlags(cmd.Flags())})
@@ -140,6 +142,7 @@ func runMaster(cmd *cobra.Command, c *config.Config, run startFunc) error {
 		}
 		return err
 	}
+	ready()
 	return m.Wait(ctx, stopTimeout, out)
 }
 
