@@ -75,7 +75,7 @@ func checkServiceFlags(fs *pflag.FlagSet) error {
 // binary's init in the foreground with the flags given here (the service
 // reads the config file itself).
 func serviceInitArgs(exe string, fs *pflag.FlagSet) []string {
-	argv := []string{exe, "init", "--foreground", "--config", config.DefaultConfigFile}
+	argv := []string{exe, "init", "--foreground"}
 	fs.Visit(func(f *pflag.Flag) {
 		switch f.Name {
 		case "foreground", "config":

@@ -17,7 +17,7 @@ func TestServiceInitArgs(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := strings.Join(serviceInitArgs("/usr/bin/k8s-master", initCmd.Flags()), " ")
-	want := "/usr/bin/k8s-master init --foreground --config " + config.DefaultConfigFile + " --apiserver-port=7443 --apiserver-san=a.example.com --apiserver-san=b --apiserver-san=c --name=m1"
+	want := "/usr/bin/k8s-master init --foreground --apiserver-port=7443 --apiserver-san=a.example.com --apiserver-san=b --apiserver-san=c --name=m1"
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
 	}
