@@ -49,7 +49,7 @@ func newRootCommand() *cobra.Command {
 	root.PersistentFlags().StringVar(&dataDir, "data-dir", dataDir, "directory holding this master's state (PKI, etcd data, kubeconfigs)")
 	root.AddCommand(newInitCommand(&dataDir), newStartCommand(&dataDir), newVersionCommand())
 	addConfigFlag(root)
-	root.AddCommand(newConfigCommand())
+	root.AddCommand(newConfigCommand(), newResetCommand(&dataDir))
 	return root
 }
 

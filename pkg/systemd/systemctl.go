@@ -160,3 +160,8 @@ func (s *Service) Installed(ctx context.Context) bool {
 	out, err := exec.CommandContext(ctx, "systemctl", "show", "--property=LoadState", "--value", s.Unit).Output()
 	return err == nil && strings.TrimSpace(string(out)) == "loaded"
 }
+
+// Disable stops the unit, waiting until it has stopped, and disables it.
+func (s *Service) Disable(ctx context.Context) error {
+	return s.systemctl(ctx, "disable", "--now", s.Unit)
+}
