@@ -17,6 +17,10 @@ import (
 // serviceUnit is the systemd unit the packages install.
 const serviceUnit = "k8s-master.service"
 
+// serviceRuntimeDir is where the one-off drop-in for init goes ("" for
+// systemd's /run/systemd/system; tests point it elsewhere).
+var serviceRuntimeDir = ""
+
 // notifyService wraps the progress output of a master started by systemd
 // (Type=notify): each progress line becomes the unit's STATUS, ready()
 // sends READY=1, and STOPPING=1 goes out when ctx ends. Outside systemd it
@@ -111,14 +115,19 @@ func initService(cmd *cobra.Command, c *config.Config) error {
 	ctx, cancel := signalContext()
 	defer cancel()
 	out := cmd.OutOrStdout()
-	svc := &systemd.Service{Unit: serviceUnit, Out: out}
+	svc := &systemd.Service{Unit: serviceUnit, Out: out, RuntimeDir: serviceRuntimeDir}
 	if svc.Active(ctx) {
 		return fmt.Errorf("the %s service is already running (systemctl status %s); it runs the master in %s. To start over: k8s-master reset", serviceUnit, serviceUnit, c.DataDir)
 	}
 	t := time.Now()
 	fmt.Fprintf(out, "k8s-master: initialising in the %s systemd service (data in %s); run init --foreground to keep it in this terminal\n", serviceUnit, c.DataDir)
 	if err := svc.StartWith(ctx, argv); err != nil {
-		return err
+		// Otherwise it would retry every few seconds, now with `start`
+		// on a data directory that may hold no cluster.
+		if derr := svc.Disable(context.WithoutCancel(ctx)); derr != nil {
+			fmt.Fprintf(out, "warning: %v\n", derr)
+		}
+		return fmt.Errorf("%w; the service is stopped and disabled again", err)
 	}
 	fmt.Fprintf(out, "ready in %.1f s; the service is enabled and starts at boot\n", time.Since(t).Seconds())
 	fmt.Fprintf(out, "  kubectl --kubeconfig %s get --raw /readyz\n", c.AdminKubeconfig())

@@ -22,7 +22,7 @@ d=` + dir + `
 echo "$*" >> $d/calls
 case "$1" in
 show) cat $d/status 2>/dev/null; exit 0 ;;
-is-active) [ -f $d/active ] ;;
+is-active) [ -f $d/active ]; exit $? ;;
 start)
   cat $d/run/k8s-master.service.d/*.conf >> $d/calls
   for s in "etcd member ready" "kube-apiserver ready" "ready in 3.0 s"; do
