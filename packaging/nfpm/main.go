@@ -137,7 +137,6 @@ func packageInfo(bin, version, dir, license, gen string) *nfpm.Info {
 		Version:       v,
 		VersionSchema: "semver",
 		Prerelease:    pre,
-		Release:       "1",
 		Section:       "admin",
 		Priority:      "optional",
 		Maintainer:    "k8s-master maintainers <k8s-master@users.noreply.github.com>",
