@@ -106,39 +106,59 @@ func debootstrapRoot(t *testing.T) string {
 	return root
 }
 
+// systemdRoot is a copy of the minimal Debian root in which maintainer
+// scripts believe systemd runs (/run/systemd/system and a systemctl that
+// records its arguments).
+type systemdRoot struct {
+	t    *testing.T
+	path string
+}
+
+func newSystemdRoot(t *testing.T) *systemdRoot {
+	t.Helper()
+	need(t, "debootstrap", "dpkg", "chroot")
+	needRoot(t)
+	r := &systemdRoot{t: t, path: debootstrapRoot(t)}
+	if err := os.MkdirAll(filepath.Join(r.path, "run/systemd/system"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fake := "#!/bin/sh\necho \"$*\" >> /tmp/systemctl.log\n"
+	if err := os.WriteFile(filepath.Join(r.path, "usr/local/sbin/systemctl"), []byte(fake), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// chroot runs a command inside the root and fails the test if it fails.
+func (r *systemdRoot) chroot(args ...string) string {
+	r.t.Helper()
+	cmd := exec.Command("chroot", append([]string{r.path}, args...)...)
+	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C", "DEBIAN_FRONTEND=noninteractive"}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		r.t.Fatalf("chroot %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// calls returns and forgets the systemctl calls so far.
+func (r *systemdRoot) calls() string {
+	log := filepath.Join(r.path, "tmp/systemctl.log")
+	b, _ := os.ReadFile(log)
+	os.Remove(log)
+	return string(b)
+}
+
 // TestDebInstall installs the .deb with dpkg into a minimal Debian root and
 // runs the binary there. A fake systemctl and /run/systemd/system make the
 // maintainer scripts believe systemd runs, so what they do is recorded:
 // install, upgrade, removal and purge, with config and data kept as they
 // should be.
 func TestDebInstall(t *testing.T) {
-	need(t, "debootstrap", "dpkg", "chroot")
-	needRoot(t)
 	deb := distFile(t, "k8s-master_*_amd64.deb")
-	root := debootstrapRoot(t)
+	r := newSystemdRoot(t)
+	root, chroot, calls := r.path, r.chroot, r.calls
 	run(t, "cp", deb, filepath.Join(root, "tmp/k8s-master.deb"))
-	if err := os.MkdirAll(filepath.Join(root, "run/systemd/system"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	fake := "#!/bin/sh\necho \"$*\" >> /tmp/systemctl.log\n"
-	if err := os.WriteFile(filepath.Join(root, "usr/local/sbin/systemctl"), []byte(fake), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	chroot := func(args ...string) string {
-		t.Helper()
-		cmd := exec.Command("chroot", append([]string{root}, args...)...)
-		cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "LANG=C", "DEBIAN_FRONTEND=noninteractive"}
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("chroot %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return string(out)
-	}
-	calls := func() string {
-		b, _ := os.ReadFile(filepath.Join(root, "tmp/systemctl.log"))
-		os.Remove(filepath.Join(root, "tmp/systemctl.log"))
-		return string(b)
-	}
 	exists := func(p string) bool { _, err := os.Stat(filepath.Join(root, p)); return err == nil }
 
 	chroot("dpkg", "-i", "/tmp/k8s-master.deb")
@@ -194,5 +214,32 @@ func TestDebInstall(t *testing.T) {
 	}
 	if !exists("var/lib/k8s-master/state.json") {
 		t.Error("purge deleted cluster data")
+	}
+}
+
+// TestRPMScriptlets runs the .rpm's scriptlets as rpm would (with the count
+// of installed versions as $1) in the Debian root, where a shell exists.
+func TestRPMScriptlets(t *testing.T) {
+	need(t, "rpm")
+	pkg := distFile(t, "k8s-master-*.x86_64.rpm")
+	r := newSystemdRoot(t)
+	cases := []struct{ tag, arg, want string }{
+		{"POSTIN", "1", "daemon-reload\n"},                                 // install
+		{"POSTIN", "2", "daemon-reload\ntry-restart k8s-master.service\n"}, // upgrade
+		{"PREUN", "1", ""}, // upgrade: keep running
+		{"PREUN", "0", "disable --now k8s-master.service\n"}, // removal
+		{"POSTUN", "1", "daemon-reload\n"},
+		{"POSTUN", "0", "daemon-reload\n"},
+	}
+	for _, tc := range cases {
+		script := run(t, "rpm", "-qp", "--qf", "%{"+tc.tag+"}", pkg)
+		path := filepath.Join(r.path, "tmp", tc.tag+".sh")
+		if err := os.WriteFile(path, []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		r.chroot("/bin/sh", "/tmp/"+tc.tag+".sh", tc.arg)
+		if got := r.calls(); got != tc.want {
+			t.Errorf("%s %s ran systemctl %q, want %q", tc.tag, tc.arg, got, tc.want)
+		}
 	}
 }

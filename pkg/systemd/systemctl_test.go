@@ -29,7 +29,7 @@ start)
     echo "$s" > $d/status; sleep 0.3
   done
   if [ -f $d/fail-start ]; then echo "Job for k8s-master.service failed." >&2; exit 1; fi
-  touch $d/active ;;
+  [ -f $d/exits-at-once ] || touch $d/active ;;
 esac
 exit 0
 `
@@ -97,6 +97,19 @@ func TestStartWithFailure(t *testing.T) {
 	calls, _ := os.ReadFile(filepath.Join(dir, "calls"))
 	if !strings.HasSuffix(string(calls), "daemon-reload\n") {
 		t.Errorf("no daemon-reload after removing the drop-in:\n%s", calls)
+	}
+}
+
+// A service that exits right after reporting ready is not a success.
+func TestStartWithExitsAtOnce(t *testing.T) {
+	dir := fakeSystemctl(t)
+	if err := os.WriteFile(filepath.Join(dir, "exits-at-once"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := &Service{Unit: "k8s-master.service", RuntimeDir: filepath.Join(dir, "run"), Poll: 50 * time.Millisecond}
+	err := s.StartWith(context.Background(), []string{"/usr/bin/k8s-master", "init"})
+	if err == nil || !strings.Contains(err.Error(), "stopped right after starting") {
+		t.Fatalf("error = %v", err)
 	}
 }
 
