@@ -20,12 +20,14 @@ import (
 
 // resetRun is one reset: what it found and what it was told.
 type resetRun struct {
-	cfg     config.Config // recorded settings, DataDir set
-	state   *config.State
-	out     io.Writer
-	in      io.Reader
-	yes     bool
-	force   bool
+	cfg   config.Config // recorded settings, DataDir set
+	state *config.State
+	out   io.Writer
+	in    io.Reader
+	yes   bool
+	force bool
+	// members is the etcd member list checkMembership read, for the steps
+	// after it (leaving the etcd cluster needs this member's ID).
 	members []etcd.MemberInfo
 }
 
