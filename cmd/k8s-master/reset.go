@@ -122,8 +122,14 @@ func checkMembership(ctx context.Context, r *resetRun) error {
 		return nil
 	}
 	ms, err := etcd.LiveMembers(ctx, &r.cfg, 3*time.Second)
-	if errors.Is(err, etcd.ErrNotRunning) {
-		ms, err = etcd.StoredMembers(&r.cfg)
+	if err != nil {
+		// Stopped (or unreachable): what the member's database says.
+		var serr error
+		if ms, serr = etcd.StoredMembers(&r.cfg); serr != nil {
+			err = fmt.Errorf("%v; %w", err, serr)
+		} else {
+			err = nil
+		}
 	}
 	if err != nil {
 		if r.force {

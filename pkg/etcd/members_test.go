@@ -1,7 +1,6 @@
 package etcd
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -10,52 +9,16 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/k8s-master/k8s-master/pkg/config"
+	"github.com/k8s-master/k8s-master/pkg/etcd/etcdtest"
 )
 
-// writeBackend writes a backend the way etcd 3.6 keeps membership: bucket
-// "members" (hex ID → member JSON) and "members_removed".
-func writeBackend(t *testing.T, dir string, members map[string]string, removed []string) string {
-	t.Helper()
-	path := filepath.Join(dir, "etcd", "member", "snap", "db")
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	db, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	err = db.Update(func(tx *bolt.Tx) error {
-		b, err := tx.CreateBucket([]byte("members"))
-		if err != nil {
-			return err
-		}
-		for k, v := range members {
-			if err := b.Put([]byte(k), []byte(v)); err != nil {
-				return err
-			}
-		}
-		r, err := tx.CreateBucket([]byte("members_removed"))
-		if err != nil {
-			return err
-		}
-		for _, k := range removed {
-			if err := r.Put([]byte(k), []byte("removed")); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
+// backend is where etcd keeps the member's database.
+func backend(dir string) string { return filepath.Join(dir, "etcd", "member", "snap", "db") }
 
 func TestStoredMembers(t *testing.T) {
 	c := config.Default()
 	c.DataDir = t.TempDir()
-	writeBackend(t, c.DataDir, map[string]string{
+	etcdtest.WriteMembers(t, backend(c.DataDir), map[string]string{
 		"a":  `{"id":10,"peerURLs":["https://10.0.0.1:2380"],"name":"m1"}`,
 		"b":  `{"id":11,"peerURLs":["https://10.0.0.2:2380"],"name":"m2","isLearner":true}`,
 		"c0": `{"id":192,"peerURLs":["https://10.0.0.3:2380"],"name":"m3"}`,
@@ -72,7 +35,8 @@ func TestStoredMembers(t *testing.T) {
 func TestStoredMembersInUse(t *testing.T) {
 	c := config.Default()
 	c.DataDir = t.TempDir()
-	path := writeBackend(t, c.DataDir, map[string]string{"a": `{"id":10,"name":"m1"}`}, nil)
+	path := backend(c.DataDir)
+	etcdtest.WriteMembers(t, path, map[string]string{"a": `{"id":10,"name":"m1"}`}, nil)
 	db, err := bolt.Open(path, 0o600, nil) // holds the lock, as a running member does
 	if err != nil {
 		t.Fatal(err)
