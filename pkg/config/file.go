@@ -33,12 +33,13 @@ func FileKeys(fs *pflag.FlagSet) []string {
 	return keys
 }
 
-// ApplyFile sets the flags of fs named in keys (nil: FileKeys(fs)) from the
-// YAML config file at path, except
+// ApplyFile sets the flags of fs from the YAML config file at path, except
 // the flags already given on the command line, which win. Keys are flag
-// names. It returns the keys the file set; a missing file is an error only
-// when required. Unknown keys and values of the wrong type are errors
-// naming the key and its line; every problem is reported at once.
+// names; keys lists the valid ones (nil: FileKeys(fs)), and a valid key
+// without a flag in fs (one file serves several commands) is left alone.
+// It returns the keys the file set; a missing file is an error only when
+// required. Unknown keys and values of the wrong type are errors naming the
+// key and its line; every problem is reported at once.
 func ApplyFile(fs *pflag.FlagSet, keys []string, path string, required bool) ([]string, error) {
 	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) && !required {
@@ -90,9 +91,14 @@ func ApplyYAML(fs *pflag.FlagSet, keys []string, data []byte) ([]string, error) 
 		bad := func(format string, a ...any) {
 			errs = append(errs, fmt.Errorf("line %d: key %q: %s", k.Line, name, fmt.Sprintf(format, a...)))
 		}
-		f := fs.Lookup(name)
-		if f == nil || !slices.Contains(keys, name) {
+		if !slices.Contains(keys, name) {
 			bad("unknown key (known keys: %s)", strings.Join(keys, ", "))
+			continue
+		}
+		f := fs.Lookup(name)
+		if f == nil {
+			// A key of the file that this command has no flag for (one
+			// file serves several commands): nothing to set here.
 			continue
 		}
 		if prev, dup := seen[name]; dup {

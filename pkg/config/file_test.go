@@ -56,6 +56,13 @@ v: 2
 	if fs.Changed("config") {
 		t.Error("config marked as given")
 	}
+	// A valid key this command has no flag for is left alone.
+	c3 := Default()
+	fs3 := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	fs3.StringVar(&c3.Name, "name", "", "")
+	if set, err := ApplyYAML(fs3, []string{"name", "pod-cidr"}, []byte("name: a\npod-cidr: 10.0.0.0/16\n")); err != nil || c3.Name != "a" || strings.Join(set, ",") != "name" {
+		t.Errorf("key without a flag: set %v, err %v", set, err)
+	}
 	// Only the keys asked for.
 	c2 := Default()
 	if _, err := ApplyYAML(testFlags(&c2), []string{"name"}, []byte("name: a\nv: 1\n")); err == nil || !strings.Contains(err.Error(), `line 2: key "v": unknown key (known keys: name)`) {
