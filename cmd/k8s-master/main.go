@@ -82,7 +82,7 @@ func newInitCommand(dataDir *string) *cobra.Command {
 	c := config.Default()
 	cmd := &cobra.Command{
 		Use:   "init",
-		Short: "Create a new cluster and run its first master in the foreground",
+		Short: "Create a new cluster and run its first master (as the k8s-master service where systemd runs)",
 		Long: `Create a new cluster in an empty data directory: cluster PKI, etcd,
 kube-apiserver, kube-controller-manager, kube-scheduler and an admin
 kubeconfig, then run the master until SIGTERM or SIGINT.
