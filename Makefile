@@ -16,7 +16,7 @@ export CGO_ENABLED := 0
 GOFLAGS_BUILD := -trimpath -tags grpcnotrace
 RUN_DIR ?= $(CURDIR)/.run
 
-.PHONY: build run test unit bench-startup vet fmt clean
+.PHONY: build run test unit package bench-startup vet fmt clean
 
 build:
 	$(GO) build $(GOFLAGS_BUILD) -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/k8s-master
@@ -25,8 +25,16 @@ build:
 run: build
 	$(BIN) init --data-dir $(RUN_DIR)
 
-# Unit tests, then integration tests that drive the built binary.
-test: build
+# .deb and .rpm in dist/ (nFPM's Go API, packaging/ is its own module).
+# Release versions come from a vX.Y.Z tag; other commits get 0.0.0~git<id>.
+PKG_VERSION ?= $(VERSION)
+package: build
+	rm -f dist/k8s-master_*.deb dist/k8s-master-*.rpm
+	cd packaging && $(GO) run ./nfpm -bin ../$(BIN) -version '$(PKG_VERSION)' -out ../dist -dir . -license ../LICENSE
+
+# Unit tests, then integration tests that drive the built binary and the
+# packages.
+test: build package
 	K8S_MASTER_BIN=$(CURDIR)/$(BIN) $(GO) test $(GOFLAGS_BUILD) -count=1 -timeout 40m ./...
 
 unit:
@@ -37,9 +45,10 @@ bench-startup: build
 
 vet:
 	$(GO) vet $(GOFLAGS_BUILD) ./...
+	cd packaging && $(GO) vet ./...
 
 fmt:
-	gofmt -l -w cmd pkg test
+	gofmt -l -w cmd pkg test packaging
 
 clean:
 	rm -rf bin dist

@@ -35,6 +35,9 @@ func main() {
 }
 
 func newRootCommand() *cobra.Command {
+	// Kubernetes packages register global flags (--version from verflag)
+	// that cobra would merge into ours: none of them apply here.
+	pflag.CommandLine = pflag.NewFlagSet("k8s-master", pflag.ContinueOnError)
 	root := &cobra.Command{
 		Use:           "k8s-master",
 		Short:         "A highly available Kubernetes control plane in one process",
@@ -49,6 +52,8 @@ func newRootCommand() *cobra.Command {
 	root.PersistentFlags().StringVar(&dataDir, "data-dir", dataDir, "directory holding this master's state (PKI, etcd data, kubeconfigs)")
 	root.AddCommand(newInitCommand(&dataDir), newStartCommand(&dataDir), newVersionCommand())
 	addClusterCommands(root, &dataDir)
+	addConfigFlag(root)
+	root.AddCommand(newConfigCommand(), newResetCommand(&dataDir))
 	return root
 }
 
@@ -88,20 +93,28 @@ func newInitCommand(dataDir *string) *cobra.Command {
 	c := config.Default()
 	cmd := &cobra.Command{
 		Use:   "init",
-		Short: "Create a new cluster and run its first master in the foreground",
+		Short: "Create a new cluster and run its first master (as the k8s-master service where systemd runs)",
 		Long: `Create a new cluster in an empty data directory: cluster PKI, etcd,
 kube-apiserver, kube-controller-manager, kube-scheduler and an admin
 kubeconfig, then run the master until SIGTERM or SIGINT.
+
+On a host that runs systemd with the k8s-master service installed, init
+hands the master to that service (enabled, so it survives reboots) and
+returns once the control plane is ready; --foreground keeps it here.
 
 On a data directory that already holds a cluster, init resumes it (as start
 does) unless the flags given contradict the recorded settings.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c.DataDir = *dataDir
+			if useService(cmd.Context()) {
+				return initService(cmd, &c)
+			}
 			return runMaster(cmd, &c, cluster.Init)
 		},
 	}
 	masterFlags(cmd.Flags(), &c)
+	addForegroundFlag(cmd)
 	return cmd
 }
 
@@ -123,15 +136,12 @@ func newStartCommand(dataDir *string) *cobra.Command {
 type startFunc func(context.Context, *config.Config, cluster.Options) (*cluster.Master, error)
 
 func runMaster(cmd *cobra.Command, c *config.Config, run startFunc) error {
-	if err := c.Complete(); err != nil {
+	if err := completeConfig(cmd, c); err != nil {
 		return err
-	}
-	if err := c.Validate(); err != nil {
-		return fmt.Errorf("invalid flags:\n  %w", indentJoin(err))
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
-	out := cmd.OutOrStdout()
+	out, ready := notifyService(ctx, cmd.OutOrStdout())
 	stopProfile := startupProfile()
 	endBurst := startupGC()
 	m, err := run(ctx, c, cluster.Options{Out: out, Explicit: explicitFlags(cmd.Flags())})
@@ -143,6 +153,7 @@ func runMaster(cmd *cobra.Command, c *config.Config, run startFunc) error {
 		}
 		return err
 	}
+	ready()
 	return m.Wait(ctx, stopTimeout, out)
 }
 
