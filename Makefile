@@ -23,7 +23,7 @@ build:
 
 # A single-node control plane on a local data directory, in the foreground.
 run: build
-	$(BIN) init --data-dir $(RUN_DIR)
+	$(BIN) init --foreground --data-dir $(RUN_DIR)
 
 # .deb and .rpm in dist/ (nFPM's Go API, packaging/ is its own module).
 # Release versions come from a vX.Y.Z tag; other commits get 0.0.0~git<id>.

@@ -30,9 +30,13 @@ func TestHA(t *testing.T) {
 	}
 	data, _ := os.ReadFile(tokenFile)
 	token := strings.TrimSpace(string(data))
-	if !strings.Contains(m1.stdout.String(), token) {
-		t.Errorf("init did not print its token")
-	}
+	// The token lines follow the "ready in" line.
+	eventually(t, 10*time.Second, "init prints its token", func() error {
+		if !strings.Contains(m1.stdout.String(), token) {
+			return fmt.Errorf("not in:\n%s", m1.stdout.String())
+		}
+		return nil
+	})
 
 	t.Run("bad tokens are refused and change nothing", func(t *testing.T) {
 		// m4 is another cluster: a server with another CA.

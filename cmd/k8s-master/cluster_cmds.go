@@ -16,6 +16,7 @@ import (
 
 	"github.com/k8s-master/k8s-master/pkg/cluster"
 	"github.com/k8s-master/k8s-master/pkg/config"
+	"github.com/k8s-master/k8s-master/pkg/join"
 )
 
 // addClusterCommands registers the multi-master commands: join, token,
@@ -27,27 +28,45 @@ func addClusterCommands(root *cobra.Command, dataDir *string) {
 
 func newJoinCommand(dataDir *string) *cobra.Command {
 	c := config.Default()
-	var token string
+	var token, tokenFile string
 	var force bool
 	cmd := &cobra.Command{
 		Use:   "join --token TOKEN",
-		Short: "Make this machine a master of an existing cluster, then run it in the foreground",
+		Short: "Make this machine a master of an existing cluster (as the k8s-master service where systemd runs)",
 		Long: `Join the cluster the token names. The token's CA pin is checked before the
 secret is sent; the cluster adds this master as an etcd learner, hands over
 its shared secrets, and this master makes its own certificates, starts its
 etcd member, is promoted to voter once caught up, then starts its apiserver,
-controller-manager and scheduler. Later runs: k8s-master start.`,
+controller-manager and scheduler. Later runs: k8s-master start.
+
+On a host that runs systemd with the k8s-master service installed, join hands
+the master to that service (enabled, so it survives reboots) and returns once
+the control plane is ready; --foreground keeps it here.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if token == "" {
-				if data, err := io.ReadAll(io.LimitReader(os.Stdin, 4096)); err == nil && !isTerminal(os.Stdin) {
+			if token == "" && tokenFile != "" {
+				data, err := os.ReadFile(tokenFile)
+				if err != nil {
+					return fmt.Errorf("--token-file: %w", err)
+				}
+				token = strings.TrimSpace(string(data))
+			}
+			if token == "" && !isTerminal(os.Stdin) {
+				if data, err := io.ReadAll(io.LimitReader(os.Stdin, 4096)); err == nil {
 					token = strings.TrimSpace(string(data))
 				}
 			}
 			if token == "" {
 				return fmt.Errorf("--token is required (k8s-master token create prints one on a master)")
 			}
+			// Malformed tokens fail here, before anything is started.
+			if _, err := join.ParseToken(token); err != nil {
+				return err
+			}
 			c.DataDir = *dataDir
+			if useService(cmd.Context()) {
+				return serviceRun(cmd, &c, "join", token)
+			}
 			return runMaster(cmd, &c, func(ctx context.Context, c *config.Config, o cluster.Options) (*cluster.Master, error) {
 				return cluster.Join(ctx, c, cluster.JoinOptions{Options: o, Token: token, Force: force})
 			})
@@ -55,6 +74,8 @@ controller-manager and scheduler. Later runs: k8s-master start.`,
 	}
 	nodeFlags(cmd.Flags(), &c)
 	cmd.Flags().StringVar(&token, "token", "", "join token (from k8s-master init or token create); read from standard input when absent")
+	cmd.Flags().StringVar(&tokenFile, "token-file", "", "read the join token from this file")
+	addForegroundFlag(cmd)
 	cmd.Flags().BoolVar(&force, "force", false, "join even if a voting member is unhealthy (risks the quorum)")
 	return cmd
 }

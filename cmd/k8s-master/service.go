@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/k8s-master/k8s-master/pkg/config"
+	"github.com/k8s-master/k8s-master/pkg/fsutil"
 	"github.com/k8s-master/k8s-master/pkg/systemd"
 )
 
@@ -75,14 +77,14 @@ func checkServiceFlags(fs *pflag.FlagSet) error {
 	return nil
 }
 
-// serviceInitArgs is the command line the service's first start runs: this
-// binary's init in the foreground with the flags given here (the service
-// reads the config file itself).
-func serviceInitArgs(exe string, fs *pflag.FlagSet) []string {
-	argv := []string{exe, "init", "--foreground"}
+// serviceArgs is the command line the service's first start runs: this
+// binary's init or join in the foreground with the flags given here (the
+// service reads the config file itself; a join token goes through a file).
+func serviceArgs(exe, verb string, fs *pflag.FlagSet) []string {
+	argv := []string{exe, verb, "--foreground"}
 	fs.Visit(func(f *pflag.Flag) {
 		switch f.Name {
-		case "foreground", "config":
+		case "foreground", "config", "token", "token-file":
 			return
 		}
 		if sv, ok := f.Value.(pflag.SliceValue); ok {
@@ -96,10 +98,20 @@ func serviceInitArgs(exe string, fs *pflag.FlagSet) []string {
 	return argv
 }
 
-// initService creates the cluster inside the k8s-master service: the unit
-// is enabled and started once with this init's settings, and init follows
-// its progress until the control plane is ready.
+// tokenDir holds a join token for the service's first start (tests move it).
+var tokenDir = "/run/k8s-master"
+
+// initService creates the cluster inside the k8s-master service.
 func initService(cmd *cobra.Command, c *config.Config) error {
+	return serviceRun(cmd, c, "init", "")
+}
+
+// serviceRun runs init or join inside the k8s-master service: the unit is
+// enabled and started once with this command's settings, and this command
+// follows its progress until the control plane is ready. A join token is
+// handed over in a 0600 file (never on a command line, which every user
+// can read), removed once the first start is over.
+func serviceRun(cmd *cobra.Command, c *config.Config, verb, token string) error {
 	fs := cmd.Flags()
 	if err := checkServiceFlags(fs); err != nil {
 		return err
@@ -108,9 +120,20 @@ func initService(cmd *cobra.Command, c *config.Config) error {
 	if err != nil {
 		return err
 	}
-	argv := serviceInitArgs(exe, fs) // before the file marks its keys as given
+	argv := serviceArgs(exe, verb, fs) // before the file marks its keys as given
 	if err := completeConfig(cmd, c); err != nil {
 		return err
+	}
+	if token != "" {
+		if err := os.MkdirAll(tokenDir, 0o700); err != nil {
+			return err
+		}
+		tokenFile := filepath.Join(tokenDir, "join-token")
+		if err := fsutil.WriteFileAtomic(tokenFile, []byte(token+"\n"), 0o600); err != nil {
+			return err
+		}
+		defer os.Remove(tokenFile)
+		argv = append(argv, "--token-file="+tokenFile)
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
@@ -120,7 +143,7 @@ func initService(cmd *cobra.Command, c *config.Config) error {
 		return fmt.Errorf("the %s service is already running (systemctl status %s); it runs the master in %s. To start over: k8s-master reset", serviceUnit, serviceUnit, c.DataDir)
 	}
 	t := time.Now()
-	fmt.Fprintf(out, "k8s-master: initialising in the %s systemd service (data in %s); run init --foreground to keep it in this terminal\n", serviceUnit, c.DataDir)
+	fmt.Fprintf(out, "k8s-master: running %s in the %s systemd service (data in %s); run %s --foreground to keep it in this terminal\n", verb, serviceUnit, c.DataDir, verb)
 	if err := svc.StartWith(ctx, argv); err != nil {
 		// Otherwise it would retry every few seconds, now with `start`
 		// on a data directory that may hold no cluster.

@@ -19,7 +19,7 @@ func TestServiceInitArgs(t *testing.T) {
 	if err := initCmd.ParseFlags([]string{"--name", "m1", "--apiserver-san", "a.example.com", "--apiserver-san", "b,c", "--apiserver-port=7443"}); err != nil {
 		t.Fatal(err)
 	}
-	got := strings.Join(serviceInitArgs("/usr/bin/k8s-master", initCmd.Flags()), " ")
+	got := strings.Join(serviceArgs("/usr/bin/k8s-master", "init", initCmd.Flags()), " ")
 	want := "/usr/bin/k8s-master init --foreground --apiserver-port=7443 --apiserver-san=a.example.com --apiserver-san=b --apiserver-san=c --name=m1"
 	if got != want {
 		t.Errorf("got  %s\nwant %s", got, want)
@@ -59,6 +59,7 @@ show) cat $d/status 2>/dev/null ;;
 is-active) [ -f $d/active ]; exit $? ;;
 start)
   grep '^ExecStart=.' $d/run/k8s-master.service.d/*.conf >> $d/calls
+  [ -n "$TOKEN_DIR" ] && stat -c 'token file %a %n' "$TOKEN_DIR"/* >> $d/calls
   echo "kube-apiserver ready" > $d/status
   [ -f $d/fail ] && { echo "Job failed" >&2; exit 1; }
   touch $d/active ;;
@@ -103,7 +104,7 @@ func TestInitService(t *testing.T) {
 			t.Errorf("systemctl calls lack %q:\n%s", want, calls)
 		}
 	}
-	for _, want := range []string{"initialising in the k8s-master.service systemd service", "  kube-apiserver ready\n", "ready in ", "starts at boot", "/var/lib/k8s-master/admin.kubeconfig"} {
+	for _, want := range []string{"running init in the k8s-master.service systemd service", "  kube-apiserver ready\n", "ready in ", "starts at boot", "/var/lib/k8s-master/admin.kubeconfig"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
@@ -133,5 +134,48 @@ func TestInitServiceFailure(t *testing.T) {
 	calls, _ := os.ReadFile(filepath.Join(dir, "calls"))
 	if !strings.HasSuffix(string(calls), "disable --now k8s-master.service\n") {
 		t.Errorf("a failed start left the unit enabled:\n%s", calls)
+	}
+}
+
+func TestJoinService(t *testing.T) {
+	dir := fakeSystemctl(t)
+	tokenDir = filepath.Join(t.TempDir(), "tok")
+	t.Setenv("TOKEN_DIR", tokenDir)
+	t.Cleanup(func() { tokenDir = "/run/k8s-master" })
+	configFile = filepath.Join(t.TempDir(), "absent.yaml")
+	t.Cleanup(func() { configFile = config.DefaultConfigFile })
+
+	const secret = "0123456789abcdefghijklmnopqrstuv"
+	token := "km1:abc123." + secret + "@192.0.2.10:9443/sha256:7904a83ed262410a8f1a66e06c9c1b7bf7a1648ccd72569a079cd7f3d49ee8e0"
+	root := newRootCommand()
+	joinCmd, _, _ := root.Find([]string{"join"})
+	if err := joinCmd.ParseFlags([]string{"--token", token, "--name", "m2", "--advertise-address", "192.0.2.11"}); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	joinCmd.SetOut(&out)
+	c := config.Default()
+	if err := serviceRun(joinCmd, &c, "join", token); err != nil {
+		t.Fatalf("%v\n%s", err, out.String())
+	}
+	calls, _ := os.ReadFile(filepath.Join(dir, "calls"))
+	tokenFile := filepath.Join(tokenDir, "join-token")
+	exe, _ := os.Executable()
+	for _, want := range []string{
+		"ExecStart=" + exe + ` "join" "--foreground" "--advertise-address=192.0.2.11" "--name=m2" "--token-file=` + tokenFile + `"`,
+		"token file 600 " + tokenFile,
+	} {
+		if !strings.Contains(string(calls), want) {
+			t.Errorf("systemctl calls lack %q:\n%s", want, calls)
+		}
+	}
+	if strings.Contains(string(calls), secret) {
+		t.Errorf("the token secret is on the unit's command line:\n%s", calls)
+	}
+	if _, err := os.Stat(tokenFile); err == nil {
+		t.Error("the token file outlived the first start")
+	}
+	if !strings.Contains(out.String(), "running join in the k8s-master.service systemd service") {
+		t.Errorf("output: %s", out.String())
 	}
 }
