@@ -251,4 +251,15 @@ func TestHA(t *testing.T) {
 			return nil
 		})
 	})
+
+	t.Run("reset of a running member leaves the cluster first", func(t *testing.T) {
+		out := l.mustRun(2, "reset", "--yes", "--data-dir", l.dataDir(2))
+		if !strings.Contains(out, "left the cluster") || !strings.Contains(out, "removed "+l.dataDir(2)) {
+			t.Fatalf("reset output:\n%s", out)
+		}
+		assertAbsent(t, l.dataDir(2))
+		if s := l.status(1); len(s.Members) != 1 || s.HealthyVoters != 1 {
+			t.Fatalf("after reset of m2: %s", s.names())
+		}
+	})
 }

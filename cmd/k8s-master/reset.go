@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/k8s-master/k8s-master/pkg/cluster"
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/etcd"
 	"github.com/k8s-master/k8s-master/pkg/systemd"
@@ -41,6 +42,7 @@ type resetStep struct {
 var resetSteps = []resetStep{
 	{"check membership", checkMembership},
 	{"confirm", confirmReset},
+	{"leave the etcd cluster", leaveCluster},
 	{"stop the master", stopMaster},
 	{"remove the data directory", removeDataDir},
 }
@@ -52,8 +54,9 @@ func newResetCommand(dataDir *string) *cobra.Command {
 		Short: "Stop this master and delete its data directory",
 		Long: `Stop the master (the k8s-master service, when it runs one) and delete the
 data directory: cluster CA, etcd data, kubeconfigs. Only for a cluster whose
-etcd has this master as its only member; a master of a multi-master cluster
-leaves it with k8s-master leave (--force deletes the data anyway). Asks for
+etcd has this master as its only member, or after this master has left its
+multi-master cluster the way k8s-master leave does (refused when that would
+cost the cluster its quorum; --force deletes the data anyway). Asks for
 confirmation unless --yes.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -66,7 +69,7 @@ confirmation unless --yes.`,
 		},
 	}
 	cmd.Flags().BoolVarP(&r.yes, "yes", "y", false, "do not ask for confirmation")
-	cmd.Flags().BoolVar(&r.force, "force", false, "reset even a master of a multi-master cluster (the others keep it as a member until it is removed)")
+	cmd.Flags().BoolVar(&r.force, "force", false, "reset even when this master cannot leave its multi-master cluster (the others keep it as a member until it is removed)")
 	return cmd
 }
 
@@ -146,10 +149,30 @@ func checkMembership(ctx context.Context, r *resetRun) error {
 	for i, m := range ms {
 		names[i] = m.Name
 	}
-	if !r.force {
-		return fmt.Errorf("this master is one of %d in its cluster (%s); leaving a multi-master cluster comes with k8s-master leave. --force deletes this master's data anyway (the others keep it as a member until it is removed)", len(ms), strings.Join(names, ", "))
+	fmt.Fprintf(r.out, "this master is one of %d in its cluster (%s): it leaves the cluster first\n", len(ms), strings.Join(names, ", "))
+	return nil
+}
+
+// leaveCluster takes a master of a multi-master cluster out of it, as
+// `leave` does: quorum guard, member removed while it still runs, master
+// stopped. Without a running master it cannot: refused unless --force.
+func leaveCluster(ctx context.Context, r *resetRun) error {
+	if len(r.members) <= 1 {
+		return nil
 	}
-	fmt.Fprintf(r.out, "warning: this master is one of %d (%s); resetting it because of --force, the others keep it as a member until it is removed\n", len(ms), strings.Join(names, ", "))
+	a, err := cluster.OpenAdmin(r.cfg.DataDir)
+	if err == nil {
+		defer a.Close()
+		err = a.Leave(ctx, false, func(s string) { fmt.Fprintln(r.out, "  "+s) })
+	}
+	if err != nil {
+		if r.force {
+			fmt.Fprintf(r.out, "warning: could not leave the cluster (%v); resetting anyway because of --force: remove this member from another master with k8s-master member remove %s\n", err, r.cfg.Name)
+			return nil
+		}
+		return fmt.Errorf("this master is one of %d in its cluster and cannot leave it: %w; --force resets anyway (then run k8s-master member remove %s on another master)", len(r.members), err, r.cfg.Name)
+	}
+	fmt.Fprintln(r.out, "left the cluster")
 	return nil
 }
 
