@@ -1,0 +1,165 @@
+// Package vip owns the cluster's virtual IP on one master: the address on
+// an interface with a finite lifetime (so a crashed holder's address expires
+// by itself), its announcement to the LAN, and the checks before a claim.
+// The election of the holder builds on this.
+package vip
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+)
+
+// Address is the VIP on one interface of this host.
+type Address struct {
+	h        *netlink.Handle
+	link     netlink.Link
+	vip      net.IP
+	lifetime time.Duration
+}
+
+// Open checks that the interface exists and is up, that the VIP lies in one
+// of its subnets and is not one of this host's own addresses. lifetime is
+// the address's valid lifetime: the holder must refresh it sooner.
+func Open(h *netlink.Handle, iface string, vip net.IP, lifetime time.Duration) (*Address, error) {
+	if vip == nil || vip.IsUnspecified() || vip.IsLoopback() || vip.IsMulticast() {
+		return nil, fmt.Errorf("--vip %v must be a unicast address", vip)
+	}
+	if lifetime < time.Second {
+		return nil, fmt.Errorf("VIP lifetime %s is under a second", lifetime)
+	}
+	link, err := h.LinkByName(iface)
+	if err != nil {
+		return nil, fmt.Errorf("interface %s not found (%v); pass --iface with one of: %s", iface, err, linkNames(h))
+	}
+	if link.Attrs().Flags&net.FlagUp == 0 || link.Attrs().OperState == netlink.OperDown {
+		return nil, fmt.Errorf("interface %s is down; bring it up or pass another --iface", iface)
+	}
+	a := &Address{h: h, link: link, vip: vip, lifetime: lifetime}
+	addrs, err := h.AddrList(link, a.family())
+	if err != nil {
+		return nil, fmt.Errorf("list addresses of %s: %w", iface, err)
+	}
+	var subnets []string
+	inSubnet := false
+	for _, ad := range addrs {
+		if a.isOurs(ad) {
+			continue // left by an earlier run of this master
+		}
+		if ad.IP.Equal(vip) {
+			return nil, fmt.Errorf("--vip %s is an address of this host on %s; the VIP must be a free address of that subnet", vip, iface)
+		}
+		subnets = append(subnets, ad.IPNet.String())
+		if ad.IPNet.Contains(vip) && ad.Scope == int(netlink.SCOPE_UNIVERSE) {
+			inSubnet = true
+		}
+	}
+	if !inSubnet {
+		if len(subnets) == 0 {
+			subnets = []string{"none"}
+		}
+		return nil, fmt.Errorf("--vip %s is in none of the subnets of %s (%s); pick an address of that LAN or another --iface", vip, iface, strings.Join(subnets, ", "))
+	}
+	return a, nil
+}
+
+func linkNames(h *netlink.Handle) string {
+	links, err := h.LinkList()
+	if err != nil {
+		return "?"
+	}
+	var n []string
+	for _, l := range links {
+		n = append(n, l.Attrs().Name)
+	}
+	return strings.Join(n, ", ")
+}
+
+func (a *Address) family() int {
+	if a.vip.To4() != nil {
+		return netlink.FAMILY_V4
+	}
+	return netlink.FAMILY_V6
+}
+
+// label marks the address as the VIP (IPv4 labels must start with the
+// interface name and fit in 15 characters).
+func (a *Address) label() string {
+	if a.family() != netlink.FAMILY_V4 {
+		return ""
+	}
+	l := a.link.Attrs().Name + ":vip"
+	if len(l) > 15 {
+		return ""
+	}
+	return l
+}
+
+// isOurs tells our VIP from a node address: same IP, host prefix and a
+// finite lifetime.
+func (a *Address) isOurs(ad netlink.Addr) bool {
+	ones, bits := ad.Mask.Size()
+	return ad.IP.Equal(a.vip) && ones == bits && ad.ValidLft > 0 && ad.ValidLft != int(^uint32(0))
+}
+
+func (a *Address) addr() *netlink.Addr {
+	bits := 32
+	if a.family() == netlink.FAMILY_V6 {
+		bits = 128
+	}
+	secs := int(a.lifetime / time.Second)
+	return &netlink.Addr{
+		IPNet: &net.IPNet{IP: a.vip, Mask: net.CIDRMask(bits, bits)},
+		Label: a.label(),
+		// IFA_F_NODAD: the holder was elected and has probed; the kernel
+		// must not hold the address tentative for a second.
+		Flags:       unix.IFA_F_NODAD,
+		ValidLft:    secs,
+		PreferedLft: secs,
+	}
+}
+
+// Claim adds the VIP, or renews its lifetime when it is already there.
+func (a *Address) Claim() error {
+	if err := a.h.AddrReplace(a.link, a.addr()); err != nil {
+		return fmt.Errorf("add VIP %s to %s: %w", a.vip, a.link.Attrs().Name, err)
+	}
+	return nil
+}
+
+// Refresh renews the lifetime; Claim does the same.
+func (a *Address) Refresh() error { return a.Claim() }
+
+// Release removes the VIP; a VIP already gone is fine.
+func (a *Address) Release() error {
+	err := a.h.AddrDel(a.link, a.addr())
+	if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, unix.ENOENT) {
+		return fmt.Errorf("remove VIP %s from %s: %w", a.vip, a.link.Attrs().Name, err)
+	}
+	return nil
+}
+
+// Held tells whether the VIP is on the interface now.
+func (a *Address) Held() (bool, error) {
+	addrs, err := a.h.AddrList(a.link, a.family())
+	if err != nil {
+		return false, err
+	}
+	for _, ad := range addrs {
+		if ad.IP.Equal(a.vip) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// Link is the interface the VIP lives on.
+func (a *Address) Link() netlink.Link { return a.link }
+
+// IP is the VIP.
+func (a *Address) IP() net.IP { return a.vip }

@@ -1,0 +1,208 @@
+package vip
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"net"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// pair is two hosts, a (10.97.0.1/24) and b (10.97.0.2/24), joined by a
+// veth pair, each in a network namespace of its own.
+type pair struct{ a, b string }
+
+func newPair(t *testing.T) pair {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces (CI runs as root)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs ip (iproute2)")
+	}
+	b := make([]byte, 3)
+	rand.Read(b)
+	id := hex.EncodeToString(b)
+	p := pair{a: "vipa-" + id, b: "vipb-" + id}
+	t.Cleanup(func() {
+		exec.Command("ip", "netns", "del", p.a).Run()
+		exec.Command("ip", "netns", "del", p.b).Run()
+	})
+	for _, cmd := range [][]string{
+		{"netns", "add", p.a}, {"netns", "add", p.b},
+		{"-n", p.a, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0", "netns", p.b},
+		{"-n", p.a, "addr", "add", "10.97.0.1/24", "dev", "eth0"},
+		{"-n", p.b, "addr", "add", "10.97.0.2/24", "dev", "eth0"},
+		{"-n", p.a, "link", "set", "eth0", "up"}, {"-n", p.b, "link", "set", "eth0", "up"},
+		{"-n", p.a, "link", "add", "down0", "type", "veth", "peer", "name", "down1"},
+		{"-n", p.a, "addr", "add", "10.96.9.1/24", "dev", "down0"},
+	} {
+		if out, err := exec.Command("ip", cmd...).CombinedOutput(); err != nil {
+			t.Fatalf("ip %v: %v %s", cmd, err, out)
+		}
+	}
+	return p
+}
+
+func ipOut(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command("ip", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ip %v: %v %s", args, err, out)
+	}
+	return string(out)
+}
+
+// in runs fn on a thread switched to namespace ns, with a netlink handle
+// there; sockets fn opens belong to ns.
+func in(t *testing.T, ns string, fn func(h *netlink.Handle)) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		target, err := netns.GetFromName(ns)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer target.Close()
+		if err := netns.Set(target); err != nil {
+			t.Error(err)
+			return
+		}
+		h, err := netlink.NewHandleAt(target)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer h.Close()
+		fn(h)
+	}()
+	<-done
+}
+
+func TestOpenValidates(t *testing.T) {
+	p := newPair(t)
+	in(t, p.a, func(h *netlink.Handle) {
+		cases := map[string]struct {
+			iface, vip, want string
+		}{
+			"missing interface": {"eth9", "10.97.0.50", "interface eth9 not found"},
+			"interface down":    {"down0", "10.96.9.50", "interface down0 is down"},
+			"outside subnets":   {"eth0", "10.98.0.50", "none of the subnets of eth0 (10.97.0.1/24)"},
+			"a node address":    {"eth0", "10.97.0.1", "is an address of this host"},
+			"loopback":          {"eth0", "127.0.0.1", "unicast"},
+		}
+		for name, tc := range cases {
+			_, err := Open(h, tc.iface, net.ParseIP(tc.vip), 5*time.Second)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s: err = %v, want %q", name, err, tc.want)
+			}
+		}
+		if _, err := Open(h, "eth0", net.ParseIP("10.97.0.50"), 5*time.Second); err != nil {
+			t.Errorf("valid VIP refused: %v", err)
+		}
+	})
+}
+
+func TestClaimExpiresRefreshRelease(t *testing.T) {
+	p := newPair(t)
+	in(t, p.a, func(h *netlink.Handle) {
+		a, err := Open(h, "eth0", net.ParseIP("10.97.0.50"), 3*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Claim(); err != nil {
+			t.Fatal(err)
+		}
+		out := ipOut(t, "-n", p.a, "addr", "show", "dev", "eth0")
+		if !strings.Contains(out, "10.97.0.50/32") || !strings.Contains(out, "eth0:vip") || !strings.Contains(out, "valid_lft 3sec") {
+			t.Fatalf("claimed address not as expected:\n%s", out)
+		}
+		// A reopen after a crash accepts its own leftover address.
+		if _, err := Open(h, "eth0", net.ParseIP("10.97.0.50"), 3*time.Second); err != nil {
+			t.Errorf("reopen with our address present: %v", err)
+		}
+		// Refreshed: it outlives its first lifetime.
+		for range 3 {
+			time.Sleep(1500 * time.Millisecond)
+			if err := a.Refresh(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if held, _ := a.Held(); !held {
+			t.Fatal("a refreshed VIP expired")
+		}
+		// Not refreshed (the holder crashed): the kernel removes it.
+		deadline := time.Now().Add(6 * time.Second)
+		for {
+			held, err := a.Held()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !held {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the VIP outlived its lifetime without refresh")
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		if err := a.Claim(); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Release(); err != nil {
+			t.Fatal(err)
+		}
+		if held, _ := a.Held(); held {
+			t.Fatal("released VIP still there")
+		}
+		if err := a.Release(); err != nil {
+			t.Errorf("releasing twice: %v", err)
+		}
+	})
+}
+
+func TestAnnounceAndProbe(t *testing.T) {
+	p := newPair(t)
+	// b learns addresses from gratuitous ARP only with arp_accept.
+	if out, err := exec.Command("ip", "netns", "exec", p.b, "sysctl", "-qw", "net.ipv4.conf.eth0.arp_accept=1").CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	ipOut(t, "-n", p.b, "addr", "add", "10.97.0.60/24", "dev", "eth0")
+	in(t, p.a, func(h *netlink.Handle) {
+		link, err := h.LinkByName("eth0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		mac, idx := link.Attrs().HardwareAddr, link.Attrs().Index
+		if err := Announce(idx, mac, net.ParseIP("10.97.0.50")); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(200 * time.Millisecond)
+		if out := ipOut(t, "-n", p.b, "neigh", "show", "10.97.0.50"); !strings.Contains(out, mac.String()) {
+			t.Errorf("b's neighbour table lacks the announced VIP at %s:\n%s", mac, out)
+		}
+
+		bLink := strings.Fields(ipOut(t, "-n", p.b, "-br", "link", "show", "eth0"))
+		owner, err := Probe(idx, mac, net.ParseIP("10.97.0.60"), 600*time.Millisecond)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if owner == nil || owner.String() != bLink[2] {
+			t.Errorf("probe of b's address found %v, want b's MAC %s", owner, bLink[2])
+		}
+		free, err := Probe(idx, mac, net.ParseIP("10.97.0.61"), 600*time.Millisecond)
+		if err != nil || free != nil {
+			t.Errorf("probe of a free address: %v, %v", free, err)
+		}
+	})
+}
