@@ -143,7 +143,7 @@ func (a *Admin) CreateToken(ctx context.Context, ttl time.Duration, usages int, 
 	}
 	var eps []string
 	for _, m := range masters {
-		eps = append(eps, joinEndpoint(m.AdvertiseAddress, m.JoinPort))
+		eps = append(eps, config.Host(m.AdvertiseAddress, m.JoinPort))
 	}
 	tok, _, err := a.Store().CreateToken(ctx, eps, a.State.CAPin, ttl, usages, description)
 	return tok, err

@@ -390,16 +390,12 @@ func (m *Master) startJoinService() error {
 // createFirstToken makes init's join token (24 h) and keeps it in
 // DATA_DIR/token (0600) for the operator.
 func (m *Master) createFirstToken(ctx context.Context) error {
-	tok, _, err := join.NewStore(m.etcdClient, nil).CreateToken(ctx, []string{joinEndpoint(m.cfg.AdvertiseAddress, m.cfg.JoinPort)}, m.state.CAPin, 24*time.Hour, 0, "made by init")
+	tok, _, err := join.NewStore(m.etcdClient, nil).CreateToken(ctx, []string{config.Host(m.cfg.AdvertiseAddress, m.cfg.JoinPort)}, m.state.CAPin, 24*time.Hour, 0, "made by init")
 	if err != nil {
 		return err
 	}
 	m.Token = tok.String()
 	return fsutil.WriteFileAtomic(filepath.Join(m.cfg.DataDir, "token"), []byte(m.Token+"\n"), 0o600)
-}
-
-func joinEndpoint(addr string, port int) string {
-	return config.Host(addr, port)
 }
 
 // waitForLeases waits until both leader leases have a live holder (on a

@@ -3,7 +3,6 @@ package etcd
 import (
 	"context"
 	"fmt"
-	"net/url"
 	"sort"
 	"time"
 
@@ -125,13 +124,4 @@ func InitialCluster(ms []MemberStatus, newName, newPeerURL string) string {
 		s += newName + "=" + newPeerURL
 	}
 	return s
-}
-
-// HostOf returns the host part of a URL.
-func HostOf(u string) string {
-	p, err := url.Parse(u)
-	if err != nil {
-		return ""
-	}
-	return p.Hostname()
 }
