@@ -210,9 +210,17 @@ func newStatusCommand(dataDir *string) *cobra.Command {
 				if output == "json" {
 					return printJSON(out, st)
 				}
-				fmt.Fprintf(out, "cluster %s: %d voting members, quorum %d, %d healthy, tolerates %d more failure(s)\n\n", st.ClusterID, st.Voters, st.Quorum, st.HealthyVoters, st.FailuresTolerated)
+				fmt.Fprintf(out, "cluster %s: %d voting members, quorum %d, %d healthy, tolerates %d more failure(s)\n", st.ClusterID, st.Voters, st.Quorum, st.HealthyVoters, st.FailuresTolerated)
+				if v := st.VIP; v != nil {
+					if v.Holder != "" {
+						fmt.Fprintf(out, "VIP %s: held by %s since %s\n", v.Address, v.Holder, v.Since.Local().Format(time.RFC3339))
+					} else {
+						fmt.Fprintf(out, "VIP %s: NOT HELD (no healthy master with quorum)\n", v.Address)
+					}
+				}
+				fmt.Fprintln(out)
 				w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(w, "NAME\tROLE\tHEALTH\tLEADER\tAPISERVER\tDB\tPEER URL")
+				fmt.Fprintln(w, "NAME\tROLE\tHEALTH\tLEADER\tVIP\tAPISERVER\tDB\tPEER URL")
 				for _, m := range st.Members {
 					role, health, leader, api := "voter", "healthy", "", "not ready"
 					if m.Learner {
@@ -231,7 +239,11 @@ func newStatusCommand(dataDir *string) *cobra.Command {
 					if name == "" {
 						name = "(" + m.IDHex + ")"
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%.1f MB\t%s\n", name, role, health, leader, api, float64(m.DBSize)/1e6, strings.Join(m.PeerURLs, ","))
+					holds := ""
+					if st.VIP != nil && st.VIP.Holder == m.Name && m.Name != "" {
+						holds = "*"
+					}
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%.1f MB\t%s\n", name, role, health, leader, holds, api, float64(m.DBSize)/1e6, strings.Join(m.PeerURLs, ","))
 				}
 				w.Flush()
 				for _, warn := range st.Warnings {

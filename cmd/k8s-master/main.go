@@ -63,6 +63,8 @@ func masterFlags(fs *pflag.FlagSet, c *config.Config) {
 	fs.StringVar(&c.ServiceCIDR, "service-cidr", c.ServiceCIDR, "Service cluster IP range")
 	fs.StringVar(&c.PodCIDR, "pod-cidr", c.PodCIDR, "Pod network range; when set the controller-manager allocates node Pod CIDRs")
 	fs.StringVar(&c.ClusterDomain, "cluster-domain", c.ClusterDomain, "cluster DNS domain")
+	fs.StringVar(&c.VIP, "vip", c.VIP, "virtual IP of the control plane, held by one healthy master on --iface (a free address of the masters' LAN)")
+	fs.IntVar(&c.VIPLeaseTTL, "vip-lease-ttl", c.VIPLeaseTTL, "seconds a dead VIP holder may keep the VIP at worst (the election session's TTL, 2-60)")
 }
 
 // nodeFlags are the settings of this master alone (join takes only these;
@@ -78,6 +80,7 @@ func nodeFlags(fs *pflag.FlagSet, c *config.Config) {
 	fs.IntVar(&c.ControllerManagerPort, "controller-manager-port", c.ControllerManagerPort, "controller-manager secure port (loopback)")
 	fs.IntVar(&c.SchedulerPort, "scheduler-port", c.SchedulerPort, "scheduler secure port (loopback)")
 	fs.IntVar(&c.JoinPort, "join-port", c.JoinPort, "join service port (HTTPS)")
+	fs.StringVar(&c.VIPInterface, "iface", c.VIPInterface, "interface for the VIP on this master (default: the one whose subnet holds the VIP)")
 	fs.StringSliceVar(&c.APIServerSANs, "apiserver-san", c.APIServerSANs, "extra names or addresses for the apiserver certificate (repeatable)")
 	fs.StringVar(&c.LogFile, "log-file", c.LogFile, `where component logs go ("-" for standard error; default DATA_DIR/k8s-master.log)`)
 	fs.IntVarP(&c.LogVerbosity, "v", "v", c.LogVerbosity, "log verbosity (0-10)")

@@ -19,6 +19,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/etcd"
 	"github.com/k8s-master/k8s-master/pkg/join"
 	"github.com/k8s-master/k8s-master/pkg/pki"
+	"github.com/k8s-master/k8s-master/pkg/vip"
 )
 
 // Admin runs operator commands (status, tokens, leave, member remove)
@@ -72,7 +73,15 @@ type Status struct {
 	ClusterID string       `json:"clusterID"`
 	Members   []MemberView `json:"members"`
 	etcd.QuorumSummary
-	Warnings []string `json:"warnings"`
+	VIP      *VIPStatus `json:"vip,omitempty"`
+	Warnings []string   `json:"warnings"`
+}
+
+// VIPStatus says who holds the VIP; Holder is "" when nobody does.
+type VIPStatus struct {
+	Address string    `json:"address"`
+	Holder  string    `json:"holder"`
+	Since   time.Time `json:"since,omitzero"`
 }
 
 // Status gathers every member's state and each master's apiserver
@@ -91,6 +100,18 @@ func (a *Admin) Status(ctx context.Context) (*Status, error) {
 		byName[m.Name] = m
 	}
 	st := &Status{ClusterID: a.State.ClusterID, QuorumSummary: etcd.Summarize(ms), Warnings: etcd.Warnings(ms)}
+	if a.Config.VIP != "" {
+		h, _, err := vip.ReadHolder(ctx, a.cli)
+		if err != nil {
+			return nil, err
+		}
+		st.VIP = &VIPStatus{Address: a.Config.VIP}
+		if h != nil {
+			st.VIP.Holder, st.VIP.Since = h.Name, h.Since
+		} else {
+			st.Warnings = append(st.Warnings, fmt.Sprintf("no master holds VIP %s", a.Config.VIP))
+		}
+	}
 	client := a.apiClient()
 	for _, m := range ms {
 		v := MemberView{MemberStatus: m}
@@ -142,6 +163,10 @@ func (a *Admin) CreateToken(ctx context.Context, ttl time.Duration, usages int, 
 		return join.Token{}, err
 	}
 	var eps []string
+	if a.Config.VIP != "" {
+		// The VIP first: it answers as long as any master is healthy.
+		eps = append(eps, config.Host(a.Config.VIP, a.Config.JoinPort))
+	}
 	for _, m := range masters {
 		eps = append(eps, config.Host(m.AdvertiseAddress, m.JoinPort))
 	}

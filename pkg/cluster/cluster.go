@@ -31,6 +31,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/logging"
 	"github.com/k8s-master/k8s-master/pkg/pki"
 	"github.com/k8s-master/k8s-master/pkg/preflight"
+	"github.com/k8s-master/k8s-master/pkg/vip"
 )
 
 // Options tune a run of init or start.
@@ -54,6 +55,9 @@ type Master struct {
 	// etcdClient talks to the local member (join service, registration).
 	etcdClient *clientv3.Client
 	joinServer *join.Server
+	// vipAddr is the VIP on this host's interface; vip runs its election.
+	vipAddr *vip.Address
+	vip     *vip.Manager
 	// Token is the join token init made, "" otherwise.
 	Token string
 
@@ -96,8 +100,23 @@ func Init(ctx context.Context, c *config.Config, o Options) (*Master, error) {
 		return start(ctx, c, ds.State, o, p)
 	}
 	p.printf("k8s-master: initialising a new cluster in %s (node %s, %s)", c.DataDir, c.Name, c.AdvertiseAddress)
+	var vipAddr *vip.Address
+	if err := c.CheckIfaceHasVIP(); err != nil {
+		return nil, err
+	}
+	if c.VIP != "" {
+		if err := p.step(vipStep(c, true), func() error {
+			vipAddr, err = openVIP(c, true)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+	}
 	fresh, err := prepareFreshDir(c, ds, p)
 	if err != nil {
+		if vipAddr != nil {
+			vipAddr.Close()
+		}
 		return nil, err
 	}
 	// From here on a failure removes what this init wrote.
@@ -115,7 +134,7 @@ func Init(ctx context.Context, c *config.Config, o Options) (*Master, error) {
 	if err != nil {
 		return nil, err
 	}
-	m = &Master{cfg: c, logs: logs, lock: fresh.lock}
+	m = &Master{cfg: c, logs: logs, lock: fresh.lock, vipAddr: vipAddr}
 	clusterID := newClusterID()
 
 	if err := p.step("cluster PKI and credentials", func() error {
@@ -192,17 +211,25 @@ func start(ctx context.Context, flags *config.Config, st *config.State, o Option
 	c := st.Config
 	c.DataDir, c.LogFile, c.LogVerbosity = flags.DataDir, flags.LogFile, flags.LogVerbosity
 
+	var vipAddr *vip.Address
 	if err := p.step("preflight checks", func() error {
 		if err := preflight.CheckPorts(ports(&c)); err != nil {
 			return err
 		}
-		_, err := preflight.CheckDataDir(c.DataDir)
+		if _, err := preflight.CheckDataDir(c.DataDir); err != nil {
+			return err
+		}
+		var err error
+		vipAddr, err = openVIP(&c, false)
 		return err
 	}); err != nil {
 		return nil, err
 	}
 	lock, err := datadir.Acquire(c.DataDir)
 	if err != nil {
+		if vipAddr != nil {
+			vipAddr.Close()
+		}
 		return nil, err
 	}
 	pin, err := pki.ReadPin(&c)
@@ -229,7 +256,7 @@ func start(ctx context.Context, flags *config.Config, st *config.State, o Option
 		lock.Release()
 		return nil, err
 	}
-	m := &Master{cfg: &c, state: st, logs: logs, lock: lock}
+	m := &Master{cfg: &c, state: st, logs: logs, lock: lock, vipAddr: vipAddr}
 	ok := false
 	defer func() {
 		if !ok {
@@ -287,7 +314,7 @@ func (m *Master) ensureCredentials(fresh bool) error {
 	p := c.PKIDir()
 	ca := pki.CertPath(p, pki.ClusterCA)
 	for _, k := range []kubeconfig.Spec{
-		{Path: c.AdminKubeconfig(), User: "kubernetes-admin", Server: "https://" + config.Host(c.AdvertiseAddress, c.APIServerPort), CertFile: pki.CertPath(p, pki.Admin), KeyFile: pki.KeyPath(p, pki.Admin)},
+		{Path: c.AdminKubeconfig(), User: "kubernetes-admin", Server: c.APIServerURL(), CertFile: pki.CertPath(p, pki.Admin), KeyFile: pki.KeyPath(p, pki.Admin)},
 		{Path: c.ControllerManagerKubeconfig(), User: "system:kube-controller-manager", Server: c.LocalAPIServerURL(), CertFile: pki.CertPath(p, pki.ControllerManager), KeyFile: pki.KeyPath(p, pki.ControllerManager)},
 		{Path: c.SchedulerKubeconfig(), User: "system:kube-scheduler", Server: c.LocalAPIServerURL(), CertFile: pki.CertPath(p, pki.Scheduler), KeyFile: pki.KeyPath(p, pki.Scheduler)},
 	} {
@@ -362,11 +389,29 @@ func (m *Master) finishControlPlane(ctx context.Context, o Options, p *progress)
 		return err
 	}
 	if err := p.step("controller-manager and scheduler leases", func() error {
-		return waitForLeases(ctx, m.cfg.AdminKubeconfig(), timeout)
+		return waitForLeases(ctx, m.cfg, timeout)
 	}); err != nil {
 		return err
 	}
-	return p.step("join service", m.startJoinService)
+	if err := p.step("join service", m.startJoinService); err != nil {
+		return err
+	}
+	if m.vipAddr == nil {
+		return nil
+	}
+	if err := m.startVIP(); err != nil {
+		return err
+	}
+	var holder string
+	if err := p.step(fmt.Sprintf("VIP %s elected (this master on %s)", m.cfg.VIP, m.vipAddr.Link().Attrs().Name), func() error {
+		var err error
+		holder, err = m.waitVIPHolder(ctx, timeout)
+		return err
+	}); err != nil {
+		return err
+	}
+	p.printf("  VIP %s is held by %s", m.cfg.VIP, holder)
+	return nil
 }
 
 // startJoinService registers this master in the cluster and serves joins.
@@ -390,7 +435,11 @@ func (m *Master) startJoinService() error {
 // createFirstToken makes init's join token (24 h) and keeps it in
 // DATA_DIR/token (0600) for the operator.
 func (m *Master) createFirstToken(ctx context.Context) error {
-	tok, _, err := join.NewStore(m.etcdClient, nil).CreateToken(ctx, []string{config.Host(m.cfg.AdvertiseAddress, m.cfg.JoinPort)}, m.state.CAPin, 24*time.Hour, 0, "made by init")
+	eps := []string{config.Host(m.cfg.AdvertiseAddress, m.cfg.JoinPort)}
+	if m.cfg.VIP != "" {
+		eps = append([]string{config.Host(m.cfg.VIP, m.cfg.JoinPort)}, eps...)
+	}
+	tok, _, err := join.NewStore(m.etcdClient, nil).CreateToken(ctx, eps, m.state.CAPin, 24*time.Hour, 0, "made by init")
 	if err != nil {
 		return err
 	}
@@ -400,8 +449,10 @@ func (m *Master) createFirstToken(ctx context.Context) error {
 
 // waitForLeases waits until both leader leases have a live holder (on a
 // bigger cluster that may be another master).
-func waitForLeases(ctx context.Context, kubeconfigPath string, timeout time.Duration) error {
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfigPath)
+func waitForLeases(ctx context.Context, c *config.Config, timeout time.Duration) error {
+	// The local apiserver, not the admin kubeconfig's server: that is the
+	// VIP, which this master may not hold and which may not be up yet.
+	rc, err := clientcmd.BuildConfigFromFlags(c.LocalAPIServerURL(), c.AdminKubeconfig())
 	if err != nil {
 		return err
 	}
@@ -485,6 +536,9 @@ func (m *Master) Wait(ctx context.Context, stopTimeout time.Duration, out io.Wri
 // answers), then the apiserver, then etcd.
 func (m *Master) stopAll(timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
+	// The VIP goes first: clients move to another master while this one
+	// still answers.
+	m.stopVIP(timeout / 4)
 	if m.joinServer != nil {
 		m.joinServer.Close()
 	}

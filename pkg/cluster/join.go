@@ -88,8 +88,19 @@ func Join(ctx context.Context, c *config.Config, o JoinOptions) (*Master, error)
 		return nil, err
 	}
 	c.ServiceCIDR, c.PodCIDR, c.ClusterDomain = resp.ServiceCIDR, resp.PodCIDR, resp.ClusterDomain
+	c.VIP, c.VIPLeaseTTL = resp.VIP, resp.VIPLeaseTTL
 	if err := c.Validate(); err != nil {
 		return nil, fmt.Errorf("the cluster's settings do not validate here: %w", err)
+	}
+	if c.VIP != "" {
+		if err := p.step(vipStep(c, false), func() error {
+			m.vipAddr, err = openVIP(c, false)
+			return err
+		}); err != nil {
+			return nil, err
+		}
+	} else if err := c.CheckIfaceHasVIP(); err != nil {
+		return nil, err
 	}
 
 	if err := p.step("cluster secrets and own certificates", func() error {

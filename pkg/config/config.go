@@ -42,6 +42,16 @@ type Config struct {
 	PodCIDR       string `json:"podCIDR,omitempty"`
 	ClusterDomain string `json:"clusterDomain"`
 
+	// VIP is the cluster's virtual IP: one healthy master holds it on its
+	// VIPInterface; clients and kubeconfigs use it. Cluster-wide.
+	VIP string `json:"vip,omitempty"`
+	// VIPInterface is this master's interface for the VIP; empty means the
+	// interface whose subnet holds the VIP. Node-local.
+	VIPInterface string `json:"vipInterface,omitempty"`
+	// VIPLeaseTTL is the election session's TTL in seconds: how long a dead
+	// holder can keep the VIP at worst. Cluster-wide.
+	VIPLeaseTTL int `json:"vipLeaseTTL,omitempty"`
+
 	// APIServerSANs are extra names or addresses for the apiserver
 	// certificate (a DNS name of a load balancer, say).
 	APIServerSANs []string `json:"apiServerSANs,omitempty"`
@@ -66,6 +76,7 @@ func Default() Config {
 		JoinPort:              9443,
 		ServiceCIDR:           "10.96.0.0/12",
 		ClusterDomain:         "cluster.local",
+		VIPLeaseTTL:           3,
 	}
 }
 
@@ -170,10 +181,55 @@ func (c *Config) Validate() error {
 			add("--apiserver-san %q is neither an IP address nor a DNS name", san)
 		}
 	}
+	errs = append(errs, c.validateVIP(adv, svc)...)
 	if c.LogVerbosity < 0 || c.LogVerbosity > 10 {
 		add("-v %d is out of range 0-10", c.LogVerbosity)
 	}
 	return errors.Join(errs...)
+}
+
+// validateVIP checks the VIP settings that need no look at the host (the
+// interface checks happen in pkg/vip before anything starts).
+func (c *Config) validateVIP(adv net.IP, svc *net.IPNet) []error {
+	var errs []error
+	// --iface without --vip is fine here: a joiner learns the VIP from the
+	// cluster (see CheckIfaceHasVIP).
+	if c.VIP == "" {
+		return errs
+	}
+	vip := net.ParseIP(c.VIP)
+	switch {
+	case vip == nil:
+		errs = append(errs, fmt.Errorf("--vip %q is not an IP address", c.VIP))
+	case vip.IsUnspecified() || vip.IsLoopback() || vip.IsMulticast() || vip.IsLinkLocalUnicast():
+		errs = append(errs, fmt.Errorf("--vip %s must be a routable unicast address of the masters' LAN", c.VIP))
+	case adv != nil && vip.Equal(adv):
+		errs = append(errs, fmt.Errorf("--vip %s is this master's own address (--advertise-address); pick a free address of the same subnet", c.VIP))
+	case svc != nil && svc.Contains(vip):
+		errs = append(errs, fmt.Errorf("--vip %s lies in --service-cidr %s; pick an address of the masters' LAN", c.VIP, c.ServiceCIDR))
+	}
+	if c.VIPLeaseTTL < 2 || c.VIPLeaseTTL > 60 {
+		errs = append(errs, fmt.Errorf("--vip-lease-ttl %d is out of range 2-60 seconds (etcd cannot keep a shorter lease reliably)", c.VIPLeaseTTL))
+	}
+	return errs
+}
+
+// CheckIfaceHasVIP refuses an --iface on a cluster without a VIP, once the
+// VIP is known (init: from the flags; join: from the cluster).
+func (c *Config) CheckIfaceHasVIP() error {
+	if c.VIP == "" && c.VIPInterface != "" {
+		return fmt.Errorf("--iface %s is set but the cluster has no VIP (init --vip sets one); drop --iface", c.VIPInterface)
+	}
+	return nil
+}
+
+// APIServerURL is where clients reach the cluster: the VIP when there is
+// one, else this master.
+func (c *Config) APIServerURL() string {
+	if c.VIP != "" {
+		return "https://" + Host(c.VIP, c.APIServerPort)
+	}
+	return "https://" + Host(c.AdvertiseAddress, c.APIServerPort)
 }
 
 // ParseServiceCIDR checks the service range the way kube-apiserver will

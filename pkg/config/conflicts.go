@@ -25,6 +25,9 @@ var RecordedFlags = []struct {
 	{"service-cidr", func(c *Config) string { return c.ServiceCIDR }},
 	{"pod-cidr", func(c *Config) string { return c.PodCIDR }},
 	{"cluster-domain", func(c *Config) string { return c.ClusterDomain }},
+	{"vip", func(c *Config) string { return c.VIP }},
+	{"iface", func(c *Config) string { return c.VIPInterface }},
+	{"vip-lease-ttl", func(c *Config) string { return strconv.Itoa(c.VIPLeaseTTL) }},
 	{"apiserver-san", func(c *Config) string { return strings.Join(c.APIServerSANs, ",") }},
 }
 

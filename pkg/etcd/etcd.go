@@ -201,3 +201,7 @@ func HasData(c *config.Config) bool {
 	ok, _ := filepath.Glob(filepath.Join(c.EtcdDir(), "member", "wal", "*.wal"))
 	return len(ok) > 0
 }
+
+// HasLeader tells whether the member knows a raft leader now (a member
+// cut off from the majority soon does not).
+func (m *Member) HasLeader() bool { return m.etcd.Server.Leader() != 0 }

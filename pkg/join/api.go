@@ -60,6 +60,8 @@ type Response struct {
 	ServiceCIDR   string `json:"serviceCIDR"`
 	PodCIDR       string `json:"podCIDR,omitempty"`
 	ClusterDomain string `json:"clusterDomain"`
+	VIP           string `json:"vip,omitempty"`
+	VIPLeaseTTL   int    `json:"vipLeaseTTL,omitempty"`
 	// Files maps paths relative to the data directory (pki/ca.key, ...)
 	// to their contents: the CAs with their keys, the service-account keys
 	// and the secrets-encryption config.

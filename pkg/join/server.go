@@ -246,6 +246,8 @@ func (s *Server) admit(ctx context.Context, req *Request) (*Response, int, int, 
 		ServiceCIDR:    s.state.Config.ServiceCIDR,
 		PodCIDR:        s.state.Config.PodCIDR,
 		ClusterDomain:  s.state.Config.ClusterDomain,
+		VIP:            s.state.Config.VIP,
+		VIPLeaseTTL:    s.state.Config.VIPLeaseTTL,
 		Files:          files,
 	}, http.StatusOK, 0, nil
 }

@@ -151,6 +151,9 @@ func APIServerSANs(c *config.Config) ([]string, []net.IP, error) {
 		"kubernetes.default.svc." + c.ClusterDomain,
 	}
 	ips := []net.IP{net.ParseIP(c.AdvertiseAddress), svcIP, net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	if c.VIP != "" {
+		ips = append(ips, net.ParseIP(c.VIP))
+	}
 	for _, san := range c.APIServerSANs {
 		if ip := net.ParseIP(san); ip != nil {
 			ips = append(ips, ip)
@@ -172,6 +175,12 @@ func EnsureLeaves(c *config.Config, cas *ClusterCAs, now time.Time) (int, error)
 	nodeIP := net.ParseIP(c.AdvertiseAddress)
 	etcdDNS := dedupStrings([]string{c.Name, "localhost"})
 	etcdIPs := dedupIPs([]net.IP{nodeIP, net.IPv4(127, 0, 0, 1), net.IPv6loopback})
+	// The join service answers on the VIP too (tokens name it); etcd never
+	// does: a member's certificate names that member only.
+	joinIPs := etcdIPs
+	if c.VIP != "" {
+		joinIPs = dedupIPs(append(append([]net.IP{}, etcdIPs...), net.ParseIP(c.VIP)))
+	}
 	loopDNS := []string{"localhost"}
 	loopIPs := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
 
@@ -191,7 +200,7 @@ func EnsureLeaves(c *config.Config, cas *ClusterCAs, now time.Time) (int, error)
 		{cas.Cluster, dir, LeafSpec{Name: Scheduler, CommonName: "system:kube-scheduler", Usage: ClientAuth}},
 		{cas.Cluster, dir, LeafSpec{Name: SchedulerTLS, CommonName: "kube-scheduler", DNSNames: loopDNS, IPs: loopIPs, Usage: ServerAuth}},
 		{cas.Cluster, dir, LeafSpec{Name: Admin, CommonName: "kubernetes-admin", Organization: []string{"system:masters"}, Usage: ClientAuth}},
-		{cas.Cluster, dir, LeafSpec{Name: JoinService, CommonName: "k8s-master-join", DNSNames: etcdDNS, IPs: etcdIPs, Usage: ServerAuth}},
+		{cas.Cluster, dir, LeafSpec{Name: JoinService, CommonName: "k8s-master-join", DNSNames: etcdDNS, IPs: joinIPs, Usage: ServerAuth}},
 	}
 	written := 0
 	for _, j := range jobs {

@@ -163,3 +163,80 @@ func (a *Address) Link() netlink.Link { return a.link }
 
 // IP is the VIP.
 func (a *Address) IP() net.IP { return a.vip }
+
+// Announce tells the LAN that this host holds the VIP now.
+func (a *Address) Announce() error {
+	attrs := a.link.Attrs()
+	if a.family() == netlink.FAMILY_V4 {
+		return Announce(attrs.Index, attrs.HardwareAddr, a.vip)
+	}
+	return AnnounceNA(attrs.Index, attrs.HardwareAddr, a.vip)
+}
+
+// OpenOn is Open in this process's network namespace, on iface or, when
+// iface is "", on the one interface with a subnet that holds vip.
+func OpenOn(iface string, vip net.IP, lifetime time.Duration) (*Address, error) {
+	h, err := netlink.NewHandle()
+	if err != nil {
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	if iface == "" {
+		if iface, err = interfaceFor(h, vip); err != nil {
+			h.Close()
+			return nil, err
+		}
+	}
+	a, err := Open(h, iface, vip, lifetime)
+	if err != nil {
+		h.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+// interfaceFor finds the interface whose subnet holds vip.
+func interfaceFor(h *netlink.Handle, vip net.IP) (string, error) {
+	links, err := h.LinkList()
+	if err != nil {
+		return "", fmt.Errorf("list interfaces: %w", err)
+	}
+	var found []string
+	for _, l := range links {
+		addrs, err := h.AddrList(l, netlink.FAMILY_ALL)
+		if err != nil {
+			continue
+		}
+		for _, ad := range addrs {
+			ones, bits := ad.Mask.Size()
+			if ones < bits && ad.Scope == int(netlink.SCOPE_UNIVERSE) && ad.IPNet.Contains(vip) {
+				found = append(found, l.Attrs().Name)
+				break
+			}
+		}
+	}
+	switch len(found) {
+	case 0:
+		return "", fmt.Errorf("--vip %s is in no subnet of this host's interfaces (%s); pick an address of the masters' LAN, or pass --iface", vip, linkNames(h))
+	case 1:
+		return found[0], nil
+	default:
+		return "", fmt.Errorf("--vip %s is in the subnets of several interfaces (%s); pass --iface", vip, strings.Join(found, ", "))
+	}
+}
+
+// CheckFree asks the LAN whether another host answers for the VIP (ARP
+// probe or IPv6 duplicate address detection) and refuses naming its MAC.
+func (a *Address) CheckFree(wait time.Duration) error {
+	attrs := a.link.Attrs()
+	mac, err := ProbeAny(attrs.Index, attrs.HardwareAddr, a.vip, wait)
+	if err != nil {
+		return fmt.Errorf("probe the LAN for VIP %s: %w", a.vip, err)
+	}
+	if mac != nil {
+		return fmt.Errorf("--vip %s is already in use on %s by the host with MAC %s; pick a free address or take it off that host", a.vip, attrs.Name, mac)
+	}
+	return nil
+}
+
+// Close releases the netlink handle (not the VIP).
+func (a *Address) Close() { a.h.Close() }

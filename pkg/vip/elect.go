@@ -1,0 +1,519 @@
+package vip
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"k8s.io/klog/v2"
+)
+
+// ElectionKey names the VIP's holder. It is attached to the holder's
+// session lease, so it vanishes when the holder stops renewing.
+const ElectionKey = "/k8s-master/vip/holder"
+
+// HolderInfo is the election key's value: who holds the VIP and where the
+// other masters can check that it is still alive.
+type HolderInfo struct {
+	Name          string    `json:"name"`
+	Address       string    `json:"address"`
+	APIServerPort int       `json:"apiserverPort"`
+	EtcdPeerPort  int       `json:"etcdPeerPort"`
+	Since         time.Time `json:"since"`
+}
+
+// ReadHolder returns the current holder and its lease, or nil when nobody
+// holds the VIP.
+func ReadHolder(ctx context.Context, cli *clientv3.Client) (*HolderInfo, clientv3.LeaseID, error) {
+	resp, err := cli.Get(ctx, ElectionKey)
+	if err != nil {
+		return nil, 0, err
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, 0, nil
+	}
+	var h HolderInfo
+	if err := json.Unmarshal(resp.Kvs[0].Value, &h); err != nil {
+		return nil, 0, fmt.Errorf("the VIP holder record is corrupt: %w", err)
+	}
+	return &h, clientv3.LeaseID(resp.Kvs[0].Lease), nil
+}
+
+// vipAddress is what the election does with the VIP on this host: an
+// *Address in production, a recorder in the election's tests.
+type vipAddress interface {
+	Claim() error
+	Held() (bool, error)
+	Release() error
+	Announce() error
+}
+
+// ElectionConfig configures a Manager.
+type ElectionConfig struct {
+	// Self describes this master in the election key.
+	Self HolderInfo
+	// LeaseTTL is the session's TTL: a holder that dies keeps the VIP at
+	// most this long (less when the others see its ports closed).
+	LeaseTTL time.Duration
+	// Client must talk to the local etcd member only: a master cut off from
+	// the majority must fail to renew rather than reach it another way.
+	Client *clientv3.Client
+	// Healthy reports whether this master may hold the VIP (its apiserver
+	// is ready and its etcd member sees a leader).
+	Healthy func(context.Context) error
+	Logger  klog.Logger
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Manager runs this master's part of the VIP election: it campaigns while
+// healthy, holds the VIP while its session lives, and watches the holder
+// otherwise.
+type Manager struct {
+	cfg  ElectionConfig
+	addr vipAddress
+	// lifetime is the address's valid lifetime on the interface, the
+	// kernel's own deadline should this process die; tick is how often a
+	// holder renews (a quarter of lifetime).
+	lifetime time.Duration
+	tick     time.Duration
+	log      klog.Logger
+
+	mu      sync.Mutex
+	holding bool
+	cancel  context.CancelFunc
+	done    chan struct{}
+}
+
+// AddressLifetime is the valid lifetime the holder gives the address for a
+// session TTL: a third of it, at least a second (the kernel counts whole
+// seconds). It must end well before the lease can expire, so that a dead
+// holder's address is gone before anyone else may claim the VIP.
+func AddressLifetime(ttl time.Duration) time.Duration {
+	return max(time.Second, (ttl / 3).Truncate(time.Second))
+}
+
+// NewManager prepares the election for the VIP at addr.
+func NewManager(cfg ElectionConfig, addr *Address) (*Manager, error) {
+	if addr == nil {
+		return nil, errors.New("no VIP address")
+	}
+	return newManager(cfg, addr, addr.lifetime)
+}
+
+func newManager(cfg ElectionConfig, addr vipAddress, lifetime time.Duration) (*Manager, error) {
+	if cfg.LeaseTTL < 2*time.Second {
+		return nil, fmt.Errorf("VIP lease TTL %s is under 2 s", cfg.LeaseTTL)
+	}
+	if lifetime > cfg.LeaseTTL-time.Second {
+		return nil, fmt.Errorf("VIP address lifetime %s must end at least a second before the %s lease", lifetime, cfg.LeaseTTL)
+	}
+	if cfg.Client == nil || cfg.Healthy == nil {
+		return nil, errors.New("VIP election needs an etcd client and a health check")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log.GetSink() == nil {
+		log = klog.Background()
+	}
+	return &Manager{cfg: cfg, addr: addr, lifetime: lifetime, tick: lifetime / 4, log: log.WithName("vip")}, nil
+}
+
+// Start runs the election until Stop.
+func (m *Manager) Start() {
+	registerMetrics()
+	ctx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	m.done = make(chan struct{})
+	go func() {
+		defer close(m.done)
+		m.run(ctx)
+	}()
+}
+
+// Stop gives the VIP up if this master holds it (address removed first,
+// then the election key, so that the next holder can take it at once) and
+// ends the election. It returns when done or when ctx ends.
+func (m *Manager) Stop(ctx context.Context) {
+	if m.cancel == nil {
+		return
+	}
+	m.cancel()
+	select {
+	case <-m.done:
+	case <-ctx.Done():
+	}
+}
+
+// Holding tells whether this master holds the VIP now.
+func (m *Manager) Holding() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.holding
+}
+
+func (m *Manager) setHolding(v bool) {
+	m.mu.Lock()
+	changed := m.holding != v
+	m.holding = v
+	m.mu.Unlock()
+	if changed {
+		transitions.Inc()
+		if v {
+			holderGauge.Set(1)
+		} else {
+			holderGauge.Set(0)
+		}
+	}
+}
+
+func (m *Manager) sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (m *Manager) run(ctx context.Context) {
+	// A leftover address from an earlier run of this process is not ours to
+	// keep: the election decides.
+	if err := m.addr.Release(); err != nil {
+		m.log.Error(err, "Could not remove a leftover VIP")
+	}
+	var vacantSince time.Time
+	unhealthyLogged := false
+	for ctx.Err() == nil {
+		if err := m.cfg.Healthy(ctx); err != nil {
+			if !unhealthyLogged {
+				m.log.Info("Not campaigning for the VIP while unhealthy", "reason", err.Error())
+				unhealthyLogged = true
+			}
+			m.sleep(ctx, m.tick*2)
+			continue
+		}
+		unhealthyLogged = false
+		c, err := m.campaign(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				m.log.Info("VIP campaign failed; retrying", "err", err.Error())
+			}
+			m.sleep(ctx, m.tick*2)
+			continue
+		}
+		if c.won {
+			if vacantSince.IsZero() {
+				vacantSince = c.granted
+			}
+			m.hold(ctx, c, vacantSince)
+			vacantSince = time.Time{}
+			continue
+		}
+		vacantSince = m.watch(ctx, c.rev)
+	}
+}
+
+// campaignResult is the session a won campaign holds, or the revision a
+// lost one watches from.
+type campaignResult struct {
+	won   bool
+	lease clientv3.LeaseID
+	ttl   time.Duration
+	// granted is taken before the lease was asked for: the lease lives at
+	// least ttl from then.
+	granted time.Time
+	rev     int64
+}
+
+// campaign puts this master in the election key if it is free.
+func (m *Manager) campaign(ctx context.Context) (campaignResult, error) {
+	cctx, cancel := context.WithTimeout(ctx, m.cfg.LeaseTTL)
+	defer cancel()
+	granted := m.cfg.Now()
+	grant, err := m.cfg.Client.Grant(cctx, int64(m.cfg.LeaseTTL/time.Second))
+	if err != nil {
+		return campaignResult{}, fmt.Errorf("grant a session lease: %w", err)
+	}
+	self := m.cfg.Self
+	self.Since = m.cfg.Now().UTC()
+	val, _ := json.Marshal(self)
+	resp, err := m.cfg.Client.Txn(cctx).
+		If(clientv3.Compare(clientv3.CreateRevision(ElectionKey), "=", 0)).
+		Then(clientv3.OpPut(ElectionKey, string(val), clientv3.WithLease(grant.ID))).
+		Else(clientv3.OpGet(ElectionKey)).
+		Commit()
+	if err != nil || !resp.Succeeded {
+		m.revoke(grant.ID)
+		if err != nil {
+			return campaignResult{}, fmt.Errorf("claim the election key: %w", err)
+		}
+		return campaignResult{rev: resp.Header.Revision}, nil
+	}
+	return campaignResult{won: true, lease: grant.ID, ttl: time.Duration(grant.TTL) * time.Second, granted: granted}, nil
+}
+
+func (m *Manager) revoke(id clientv3.LeaseID) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, _ = m.cfg.Client.Revoke(ctx, id)
+}
+
+// hold keeps the VIP while the session lives: every tick it renews the
+// lease and, only when the renewal came back quickly, the address's
+// lifetime. It gives the VIP up at once when the session is lost, when it
+// cannot renew in time, after three failed health checks, or on Stop.
+func (m *Manager) hold(ctx context.Context, c campaignResult, vacantSince time.Time) {
+	lease, ttl := c.lease, c.ttl
+	log := m.log.WithValues("lease", fmt.Sprintf("%x", int64(lease)))
+	if err := m.addr.Claim(); err != nil {
+		log.Error(err, "Won the VIP election but cannot add the VIP; resigning")
+		m.resign(lease)
+		m.sleep(ctx, m.tick*4)
+		return
+	}
+	m.setHolding(true)
+	announceErr := m.addr.Announce()
+	took := m.cfg.Now().Sub(vacantSince)
+	lastTakeover.Set(took.Seconds())
+	log.Info("Holding the VIP", "takeover", took.String())
+	if announceErr != nil {
+		log.Error(announceErr, "Could not announce the VIP")
+	}
+
+	// A renewal answered later than this may leave the address outliving
+	// the lease: such an answer renews the lease but not the address.
+	maxRTT := ttl - m.lifetime - 500*time.Millisecond
+	lastRenewal := c.granted
+	failedChecks := 0
+	burst := 2 // more gratuitous ARPs shortly after the takeover
+	nextAnnounce := m.cfg.Now().Add(announceInterval)
+	ticker := time.NewTicker(m.tick)
+	defer ticker.Stop()
+	for i := 0; ; i++ {
+		select {
+		case <-ctx.Done():
+			m.release(lease, "stopping")
+			return
+		case <-ticker.C:
+		}
+		sent := m.cfg.Now()
+		kctx, cancel := context.WithTimeout(ctx, maxRTT)
+		renewErr := m.renew(kctx, lease)
+		cancel()
+		if ctx.Err() != nil {
+			m.release(lease, "stopping")
+			return
+		}
+		switch {
+		case errors.Is(renewErr, errSessionLost):
+			m.release(0, "session lost: "+renewErr.Error())
+			return
+		case renewErr == nil && m.cfg.Now().Sub(sent) < maxRTT:
+			lastRenewal = sent
+			held, err := m.addr.Held()
+			if err == nil && !held {
+				log.Info("The VIP was removed from the interface while held; adding it again")
+				burst = 2
+			}
+			if err := m.addr.Claim(); err != nil {
+				log.Error(err, "Could not refresh the VIP")
+			}
+		}
+		if m.cfg.Now().Sub(lastRenewal) > ttl-500*time.Millisecond {
+			m.release(0, fmt.Sprintf("could not renew the session within %s (last error: %v)", ttl-500*time.Millisecond, renewErr))
+			return
+		}
+		if i%2 == 1 {
+			if err := m.cfg.Healthy(ctx); err != nil {
+				failedChecks++
+				if failedChecks >= 3 {
+					m.release(lease, "unhealthy: "+err.Error())
+					return
+				}
+			} else {
+				failedChecks = 0
+			}
+		}
+		if burst > 0 || m.cfg.Now().After(nextAnnounce) {
+			if burst > 0 {
+				burst--
+			}
+			nextAnnounce = m.cfg.Now().Add(announceInterval)
+			if err := m.addr.Announce(); err != nil {
+				log.Error(err, "Could not announce the VIP")
+			}
+		}
+	}
+}
+
+// announceInterval spaces the periodic gratuitous ARPs that keep switches
+// and neighbours pointed at the holder.
+const announceInterval = 5 * time.Second
+
+var errSessionLost = errors.New("VIP session lost")
+
+// renew extends the session and checks that the key still names it.
+func (m *Manager) renew(ctx context.Context, lease clientv3.LeaseID) error {
+	if _, err := m.cfg.Client.KeepAliveOnce(ctx, lease); err != nil {
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			return fmt.Errorf("%w: the lease is gone", errSessionLost)
+		}
+		return err
+	}
+	resp, err := m.cfg.Client.Get(ctx, ElectionKey)
+	if err != nil {
+		return err
+	}
+	if len(resp.Kvs) == 0 || clientv3.LeaseID(resp.Kvs[0].Lease) != lease {
+		return fmt.Errorf("%w: the election key no longer names this master", errSessionLost)
+	}
+	return nil
+}
+
+// release removes the address first, then (lease != 0) resigns.
+func (m *Manager) release(lease clientv3.LeaseID, why string) {
+	if err := m.addr.Release(); err != nil {
+		m.log.Error(err, "Could not remove the VIP")
+	}
+	m.setHolding(false)
+	m.log.Info("Gave up the VIP", "reason", why)
+	if lease != 0 {
+		m.resign(lease)
+	}
+}
+
+// resign deletes the election key if it is still ours, then ends the
+// session; the other masters see the delete and one takes over at once.
+func (m *Manager) resign(lease clientv3.LeaseID) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_, _ = m.cfg.Client.Txn(ctx).
+		If(clientv3.Compare(clientv3.LeaseValue(ElectionKey), "=", lease)).
+		Then(clientv3.OpDelete(ElectionKey)).
+		Commit()
+	_, _ = m.cfg.Client.Revoke(ctx, lease)
+}
+
+// watch waits until the VIP is free (the key deleted or expired) and
+// returns when this master noticed. While it waits it checks whether the
+// holder's process is gone: see holderDead.
+func (m *Manager) watch(ctx context.Context, rev int64) time.Time {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	events := m.cfg.Client.Watch(wctx, ElectionKey, clientv3.WithRev(rev+1))
+	poll := time.NewTicker(time.Second)
+	defer poll.Stop()
+	probe := time.NewTicker(200 * time.Millisecond)
+	defer probe.Stop()
+	var holder *HolderInfo
+	var holderLease clientv3.LeaseID
+	var deadSince time.Time
+	refresh := func() bool {
+		gctx, gcancel := context.WithTimeout(ctx, time.Second)
+		defer gcancel()
+		h, l, err := ReadHolder(gctx, m.cfg.Client)
+		if err != nil {
+			return false
+		}
+		if h == nil {
+			return true
+		}
+		if l != holderLease {
+			deadSince = time.Time{}
+		}
+		holder, holderLease = h, l
+		return false
+	}
+	if refresh() {
+		return m.cfg.Now()
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return time.Time{}
+		case wr, ok := <-events:
+			if !ok || wr.Canceled {
+				// Watches end on compaction or a lost member; the poll
+				// covers the gap until a new one.
+				events = m.cfg.Client.Watch(wctx, ElectionKey)
+				continue
+			}
+			for _, ev := range wr.Events {
+				if ev.Type == clientv3.EventTypeDelete {
+					return m.cfg.Now()
+				}
+			}
+			if refresh() {
+				return m.cfg.Now()
+			}
+		case <-poll.C:
+			if m.cfg.Healthy(ctx) != nil {
+				// Back to the health gate; campaigning resumes from there.
+				return time.Time{}
+			}
+			if refresh() {
+				return m.cfg.Now()
+			}
+		case <-probe.C:
+			if holder == nil {
+				continue
+			}
+			if holder.Name == m.cfg.Self.Name {
+				// Our own session from before a restart: that process is
+				// gone, and so is its claim.
+				m.log.Info("Ending the VIP session of this master's previous run")
+				m.revoke(holderLease)
+				return m.cfg.Now()
+			}
+			if !holderDead(holder) {
+				deadSince = time.Time{}
+				continue
+			}
+			now := m.cfg.Now()
+			if deadSince.IsZero() {
+				deadSince = now
+				continue
+			}
+			// The dead holder renewed its address at the latest when we
+			// first saw its ports closed; the kernel drops the address one
+			// lifetime later (plus its 250 ms timer slack). Only then may
+			// the VIP move, or two hosts would answer for it.
+			if now.Sub(deadSince) < m.lifetime+400*time.Millisecond {
+				continue
+			}
+			m.log.Info("The VIP holder's process is gone (its ports refuse connections); ending its session", "holder", holder.Name)
+			m.revoke(holderLease)
+			return deadSince
+		}
+	}
+}
+
+// holderDead tells whether the holder's host refuses connections on both
+// its apiserver and etcd peer ports: its kernel answers, but the master
+// process (which serves both) is gone. A timeout proves nothing (a
+// partition looks the same) and leaves the decision to the lease.
+func holderDead(h *HolderInfo) bool {
+	for _, port := range []int{h.APIServerPort, h.EtcdPeerPort} {
+		conn, err := net.DialTimeout("tcp", net.JoinHostPort(h.Address, fmt.Sprint(port)), 150*time.Millisecond)
+		if err == nil {
+			conn.Close()
+			return false
+		}
+		if !errors.Is(err, syscall.ECONNREFUSED) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,34 @@
+package vip
+
+import (
+	"sync"
+
+	"k8s.io/component-base/metrics"
+	"k8s.io/component-base/metrics/legacyregistry"
+)
+
+// The VIP's metrics live in the registry the apiserver serves at /metrics.
+var (
+	holderGauge = metrics.NewGauge(&metrics.GaugeOpts{
+		Namespace: "k8s_master", Subsystem: "vip", Name: "holder",
+		Help:           "1 while this master holds the VIP, else 0.",
+		StabilityLevel: metrics.ALPHA,
+	})
+	transitions = metrics.NewCounter(&metrics.CounterOpts{
+		Namespace: "k8s_master", Subsystem: "vip", Name: "transitions_total",
+		Help:           "Times this master took or gave up the VIP.",
+		StabilityLevel: metrics.ALPHA,
+	})
+	lastTakeover = metrics.NewGauge(&metrics.GaugeOpts{
+		Namespace: "k8s_master", Subsystem: "vip", Name: "last_takeover_seconds",
+		Help:           "Seconds from this master noticing the VIP was free (or its holder dead) to holding and announcing it, at its last takeover.",
+		StabilityLevel: metrics.ALPHA,
+	})
+	registerOnce sync.Once
+)
+
+func registerMetrics() {
+	registerOnce.Do(func() {
+		legacyregistry.MustRegister(holderGauge, transitions, lastTakeover)
+	})
+}
