@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/etcd"
 	"github.com/k8s-master/k8s-master/pkg/systemd"
+	"github.com/k8s-master/k8s-master/pkg/vip"
 )
 
 // resetRun is one reset: what it found and what it was told.
@@ -33,7 +35,6 @@ type resetRun struct {
 }
 
 // resetStep is one step of reset, run in order; a failing step stops it.
-// Releasing the VIP and leaving the etcd cluster go in here as steps.
 type resetStep struct {
 	name string
 	run  func(ctx context.Context, r *resetRun) error
@@ -44,6 +45,7 @@ var resetSteps = []resetStep{
 	{"confirm", confirmReset},
 	{"leave the etcd cluster", leaveCluster},
 	{"stop the master", stopMaster},
+	{"release the VIP", releaseVIP},
 	{"remove the data directory", removeDataDir},
 }
 
@@ -226,6 +228,35 @@ func stopMaster(ctx context.Context, r *resetRun) error {
 			return fmt.Errorf("%w; --force deletes it anyway", err)
 		}
 	}
+	return nil
+}
+
+// releaseVIP makes sure the VIP is off this host. A master that stopped
+// gracefully released it already; one that crashed left an address that
+// lapses within seconds, removed here at once.
+func releaseVIP(_ context.Context, r *resetRun) error {
+	if r.state == nil || r.cfg.VIP == "" {
+		return nil
+	}
+	ttl := time.Duration(r.cfg.VIPLeaseTTL) * time.Second
+	a, err := vip.OpenOn(r.cfg.VIPInterface, net.ParseIP(r.cfg.VIP), vip.AddressLifetime(ttl))
+	if err != nil {
+		fmt.Fprintf(r.out, "warning: cannot check the VIP on this host (%v); it lapses by itself within %s\n", err, vip.AddressLifetime(ttl))
+		return nil
+	}
+	defer a.Close()
+	held, err := a.Held()
+	if err != nil {
+		return fmt.Errorf("check the VIP on %s: %w", a.Link().Attrs().Name, err)
+	}
+	if !held {
+		fmt.Fprintf(r.out, "VIP %s is not on this host\n", r.cfg.VIP)
+		return nil
+	}
+	if err := a.Release(); err != nil {
+		return err
+	}
+	fmt.Fprintf(r.out, "released VIP %s from %s\n", r.cfg.VIP, a.Link().Attrs().Name)
 	return nil
 }
 

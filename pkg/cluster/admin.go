@@ -259,6 +259,13 @@ func (a *Admin) Leave(ctx context.Context, force bool, note func(string)) error 
 	if err := os.WriteFile(marker, nil, 0o600); err != nil {
 		return err
 	}
+	if a.Config.VIP != "" {
+		note("handing the VIP over")
+		if err := handOverVIP(ctx, a, 5*time.Second); err != nil {
+			// The lease ends it within seconds anyway once the member goes.
+			note("warning: " + err.Error())
+		}
+	}
 	a.cli.Close()
 	cli, err := etcd.NewClient(a.Config, others...)
 	if err != nil {

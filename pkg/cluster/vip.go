@@ -9,11 +9,13 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"time"
 
 	"k8s.io/klog/v2"
 
 	"github.com/k8s-master/k8s-master/pkg/config"
+	"github.com/k8s-master/k8s-master/pkg/datadir"
 	"github.com/k8s-master/k8s-master/pkg/pki"
 	"github.com/k8s-master/k8s-master/pkg/vip"
 )
@@ -70,7 +72,11 @@ func (m *Master) startVIP() error {
 		DisableKeepAlives: true,
 	}}
 	readyz := c.LocalAPIServerURL() + "/readyz"
+	leaving := filepath.Join(c.DataDir, datadir.LeavingMarker)
 	healthy := func(ctx context.Context) error {
+		if _, err := os.Stat(leaving); err == nil {
+			return fmt.Errorf("%w: this master is leaving the cluster", vip.ErrStepDown)
+		}
 		if !m.etcd.HasLeader() {
 			return errors.New("the local etcd member sees no leader")
 		}
@@ -136,5 +142,28 @@ func (m *Master) stopVIP(timeout time.Duration) {
 	if m.vipAddr != nil {
 		m.vipAddr.Close()
 		m.vipAddr = nil
+	}
+}
+
+// handOverVIP waits until the election key no longer names this master:
+// a master leaving the cluster steps down first (its health check sees the
+// leaving marker), so that clients move before its member goes.
+func handOverVIP(ctx context.Context, a *Admin, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		gctx, cancel := context.WithTimeout(ctx, time.Second)
+		h, _, err := vip.ReadHolder(gctx, a.cli)
+		cancel()
+		if err == nil && (h == nil || h.Name != a.Config.Name) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("this master still holds VIP %s after %s (last error: %v)", a.Config.VIP, timeout, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }

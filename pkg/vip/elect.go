@@ -55,6 +55,11 @@ type vipAddress interface {
 	Announce() error
 }
 
+// ErrStepDown, wrapped in a health check's error, makes a holder give the
+// VIP up at once instead of after three failed checks (the master is
+// leaving the cluster, say).
+var ErrStepDown = errors.New("stepping down")
+
 // ElectionConfig configures a Manager.
 type ElectionConfig struct {
 	// Self describes this master in the election key.
@@ -338,7 +343,7 @@ func (m *Manager) hold(ctx context.Context, c campaignResult, vacantSince time.T
 		if i%2 == 1 {
 			if err := m.cfg.Healthy(ctx); err != nil {
 				failedChecks++
-				if failedChecks >= 3 {
+				if failedChecks >= 3 || errors.Is(err, ErrStepDown) {
 					m.release(lease, "unhealthy: "+err.Error())
 					return
 				}
