@@ -42,6 +42,14 @@ func TestValidate(t *testing.T) {
 		{"bad SAN", func(c *Config) { c.APIServerSANs = []string{"not a name"} }, []string{"--apiserver-san", "not a name"}},
 		{"bad domain", func(c *Config) { c.ClusterDomain = "-bad" }, []string{"--cluster-domain"}},
 		{"verbosity", func(c *Config) { c.LogVerbosity = 11 }, []string{"-v 11"}},
+		{"vip", func(c *Config) { c.VIP = "192.0.2.50" }, nil},
+		{"ipv6 vip", func(c *Config) { c.VIP = "2001:db8::50" }, nil},
+		{"vip not an IP", func(c *Config) { c.VIP = "vip.example" }, []string{"--vip", "not an IP"}},
+		{"vip is the node", func(c *Config) { c.VIP = "192.0.2.10" }, []string{"--vip 192.0.2.10", "own address"}},
+		{"vip loopback", func(c *Config) { c.VIP = "127.0.0.5" }, []string{"--vip", "routable unicast"}},
+		{"vip in service range", func(c *Config) { c.VIP = "10.96.0.50" }, []string{"--vip 10.96.0.50", "--service-cidr"}},
+		{"vip ttl short", func(c *Config) { c.VIP = "192.0.2.50"; c.VIPLeaseTTL = 1 }, []string{"--vip-lease-ttl 1"}},
+		{"vip ttl ignored without vip", func(c *Config) { c.VIPLeaseTTL = 0 }, nil},
 		{"several at once", func(c *Config) { c.APIServerPort = -1; c.Name = "" }, []string{"--apiserver-port", "--name"}},
 	}
 	for _, tc := range cases {
@@ -64,6 +72,24 @@ func TestValidate(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestIfaceNeedsVIP(t *testing.T) {
+	c := valid()
+	c.VIPInterface = "eth0"
+	if err := c.Validate(); err != nil {
+		t.Fatalf("--iface alone must pass Validate (a joiner learns the VIP later): %v", err)
+	}
+	if err := c.CheckIfaceHasVIP(); err == nil || !strings.Contains(err.Error(), "--iface eth0") {
+		t.Errorf("CheckIfaceHasVIP without a VIP: %v", err)
+	}
+	c.VIP = "192.0.2.50"
+	if err := c.CheckIfaceHasVIP(); err != nil {
+		t.Error(err)
+	}
+	if got := c.APIServerURL(); got != "https://192.0.2.50:6443" {
+		t.Errorf("APIServerURL with a VIP = %s", got)
 	}
 }
 

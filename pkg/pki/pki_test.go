@@ -23,6 +23,8 @@ func testConfig(t *testing.T) *config.Config {
 	c.Name = "m1"
 	c.AdvertiseAddress = "192.0.2.10"
 	c.APIServerSANs = []string{"api.example.test", "198.51.100.7"}
+	// The VIP is a SAN of the apiserver and join service, never of etcd.
+	c.VIP = "192.0.2.50"
 	return &c
 }
 
@@ -118,7 +120,7 @@ func TestLeafCertificates(t *testing.T) {
 		{
 			path: CertPath(p, APIServer), ca: cas.Cluster, usages: server, cn: "kube-apiserver",
 			dns: []string{"m1", "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "api.example.test"},
-			ips: []string{"192.0.2.10", "10.96.0.1", "127.0.0.1", "::1", "198.51.100.7"}, noExtra: true,
+			ips: []string{"192.0.2.10", "10.96.0.1", "127.0.0.1", "::1", "192.0.2.50", "198.51.100.7"}, noExtra: true,
 		},
 		{path: CertPath(p, APIServerKubeletClient), ca: cas.Cluster, usages: client, cn: "kube-apiserver-kubelet-client", org: []string{"system:masters"}},
 		{path: CertPath(p, APIServerEtcdClient), ca: cas.Etcd, usages: client, cn: "kube-apiserver-etcd-client"},
@@ -130,7 +132,7 @@ func TestLeafCertificates(t *testing.T) {
 		{path: CertPath(p, ControllerManagerTLS), ca: cas.Cluster, usages: server, cn: "kube-controller-manager", dns: []string{"localhost"}, ips: []string{"127.0.0.1", "::1"}},
 		{path: CertPath(p, SchedulerTLS), ca: cas.Cluster, usages: server, cn: "kube-scheduler", dns: []string{"localhost"}, ips: []string{"127.0.0.1", "::1"}},
 		{path: CertPath(p, Admin), ca: cas.Cluster, usages: client, cn: "kubernetes-admin", org: []string{"system:masters"}},
-		{path: CertPath(p, JoinService), ca: cas.Cluster, usages: server, cn: "k8s-master-join", dns: []string{"m1", "localhost"}, ips: []string{"192.0.2.10", "127.0.0.1", "::1"}, noExtra: true},
+		{path: CertPath(p, JoinService), ca: cas.Cluster, usages: server, cn: "k8s-master-join", dns: []string{"m1", "localhost"}, ips: []string{"192.0.2.10", "127.0.0.1", "::1", "192.0.2.50"}, noExtra: true},
 	}
 	for _, w := range cases {
 		t.Run(filepath.Base(w.path), func(t *testing.T) {
