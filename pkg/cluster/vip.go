@@ -49,9 +49,9 @@ func openVIP(c *config.Config, probe bool) (*vip.Address, error) {
 // vipStep is the progress line of the VIP check.
 func vipStep(c *config.Config, probe bool) string {
 	if probe {
-		return fmt.Sprintf("VIP %s free on the LAN", c.VIP)
+		return fmt.Sprintf("VIP %s: interface, subnet, free on the LAN", c.VIP)
 	}
-	return fmt.Sprintf("VIP %s fits this host", c.VIP)
+	return fmt.Sprintf("VIP %s: interface and subnet", c.VIP)
 }
 
 // startVIP joins the VIP election. It runs once the local control plane is
