@@ -16,7 +16,7 @@ export CGO_ENABLED := 0
 GOFLAGS_BUILD := -trimpath -tags grpcnotrace
 RUN_DIR ?= $(CURDIR)/.run
 
-.PHONY: build run test unit package bench-startup vet fmt clean
+.PHONY: build run test unit package bench-startup bench-failover chaos vet fmt clean
 
 build:
 	$(GO) build $(GOFLAGS_BUILD) -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/k8s-master
@@ -42,6 +42,15 @@ unit:
 
 bench-startup: build
 	scripts/bench-startup.sh
+
+bench-failover: build
+	scripts/bench-failover.sh
+
+# The reliability lab, full run: every fault 5 times; the report goes to
+# docs/ (make test runs it once per fault, report in the test's temp dir).
+chaos: build
+	K8S_MASTER_BIN=$(CURDIR)/$(BIN) $(GO) test $(GOFLAGS_BUILD) -count=1 -timeout 60m -run 'TestChaos$$' -v ./test/ \
+		-args -chaos.rounds=5 -chaos.report=$(CURDIR)/docs
 
 vet:
 	$(GO) vet $(GOFLAGS_BUILD) ./...

@@ -201,6 +201,16 @@ func (m *master) stop(sig syscall.Signal, timeout time.Duration) time.Duration {
 	return time.Since(start)
 }
 
+// running tells whether the process has not exited yet.
+func (m *master) running() bool {
+	select {
+	case <-m.exited:
+		return false
+	default:
+		return true
+	}
+}
+
 func (m *master) exitCode() int {
 	var ee *exec.ExitError
 	if errors.As(m.exitErr, &ee) {

@@ -145,6 +145,9 @@ type statusJSON struct {
 		Leader         bool   `json:"leader"`
 		Healthy        bool   `json:"healthy"`
 		APIServerReady bool   `json:"apiserverReady"`
+		// RaftIndex and RaftAppliedIndex tell whether a member caught up.
+		RaftIndex        uint64 `json:"raftIndex"`
+		RaftAppliedIndex uint64 `json:"raftAppliedIndex"`
 	} `json:"members"`
 	Voters            int      `json:"voters"`
 	HealthyVoters     int      `json:"healthyVoters"`

@@ -476,13 +476,7 @@ func other(a, b int) int {
 
 func buildPollvip(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "pollvip")
-	build := exec.Command("go", "build", "-trimpath", "-tags", "grpcnotrace", "-o", bin, "./tools/pollvip")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build pollvip: %v\n%s", err, out)
-	}
-	return bin
+	return buildTool(t, "pollvip")
 }
 
 // holderExpect is what a phase allows the sampler to see.

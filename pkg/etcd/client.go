@@ -41,7 +41,12 @@ type MemberStatus struct {
 	Leader     bool     `json:"leader"`
 	Healthy    bool     `json:"healthy"`
 	DBSize     int64    `json:"dbSizeBytes"`
-	Error      string   `json:"error,omitempty"`
+	// RaftIndex is the member's last raft log index, RaftAppliedIndex how
+	// far it has applied: a member has caught up with another once its
+	// applied index reaches the other's raft index.
+	RaftIndex        uint64 `json:"raftIndex"`
+	RaftAppliedIndex uint64 `json:"raftAppliedIndex"`
+	Error            string `json:"error,omitempty"`
 }
 
 // Started tells whether the member has run at least once (an added member
@@ -82,6 +87,7 @@ func Members(ctx context.Context, cli *clientv3.Client) ([]MemberStatus, error) 
 			}
 			ms.Leader = st.Leader == ms.ID
 			ms.DBSize = st.DbSize
+			ms.RaftIndex, ms.RaftAppliedIndex = st.RaftIndex, st.RaftAppliedIndex
 		}(&out[i])
 	}
 	for range resp.Members {

@@ -1,7 +1,10 @@
 package join
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"strings"
@@ -23,6 +26,27 @@ type Request struct {
 	PeerURL string `json:"peerURL"`
 	// Force skips the quorum guard.
 	Force bool `json:"force,omitempty"`
+}
+
+// MaxRequestBytes bounds a join request's body.
+const MaxRequestBytes = 16 << 10
+
+// DecodeRequest reads one JSON join request and checks its shape; the
+// credentials are the store's business.
+func DecodeRequest(r io.Reader) (*Request, error) {
+	var req Request
+	// Unknown fields are ignored: a newer joiner may send more.
+	dec := json.NewDecoder(r)
+	if err := dec.Decode(&req); err != nil {
+		return nil, fmt.Errorf("malformed join request: %w", err)
+	}
+	if dec.More() {
+		return nil, errors.New("malformed join request: more than one JSON value")
+	}
+	if err := req.Validate(); err != nil {
+		return nil, err
+	}
+	return &req, nil
 }
 
 // Validate checks a request's shape (not its credentials).

@@ -126,14 +126,8 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 		refuse(w, http.StatusTooManyRequests, int(wait.Seconds())+1, "too many failed join attempts from %s; wait %s", source, wait.Round(time.Second))
 		return
 	}
-	var req Request
-	body := http.MaxBytesReader(w, r.Body, 16<<10)
-	if err := json.NewDecoder(body).Decode(&req); err != nil {
-		s.limiter.fail(source)
-		refuse(w, http.StatusBadRequest, 0, "malformed join request: %v", err)
-		return
-	}
-	if err := req.Validate(); err != nil {
+	req, err := DecodeRequest(http.MaxBytesReader(w, r.Body, MaxRequestBytes))
+	if err != nil {
 		s.limiter.fail(source)
 		refuse(w, http.StatusBadRequest, 0, "%v", err)
 		return
@@ -160,7 +154,7 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	resp, code, retry, err := s.admit(ctx, &req)
+	resp, code, retry, err := s.admit(ctx, req)
 	if err != nil {
 		klog.InfoS("Join not admitted", "name", req.Name, "reason", err)
 		refuse(w, code, retry, "%v", err)

@@ -1,8 +1,10 @@
 package join
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"net"
 	"net/http"
@@ -123,6 +125,62 @@ func TestRequestValidate(t *testing.T) {
 		r := good
 		mut(&r)
 		if err := r.Validate(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+}
+
+// FuzzDecodeRequest feeds the join service's request decoder arbitrary
+// bodies: it must never panic, and what it accepts must be a well-formed
+// request that survives a round trip unchanged.
+func FuzzDecodeRequest(f *testing.F) {
+	good := `{"tokenID":"abcdef","secret":"0123456789abcdef0123456789abcdef","name":"m2","peerURL":"https://10.0.0.12:2380"}`
+	for _, seed := range []string{
+		good, "", "{}", "null", "[]", `{"tokenID":1}`, good + good, good + " x",
+		`{"tokenID":"abcdef","secret":"0123456789abcdef0123456789abcdef","name":"M_2","peerURL":"https://10.0.0.12:2380"}`,
+		`{"tokenID":"abcdef","secret":"0123456789abcdef0123456789abcdef","name":"m2","peerURL":"http://10.0.0.12:2380"}`,
+		`{"tokenID":"abcdef","secret":"0123456789abcdef0123456789abcdef","name":"m2","peerURL":"https://0.0.0.0:2380"}`,
+		`{"tokenID":"abcdef","secret":"0123456789abcdef0123456789abcdef","name":"m2","peerURL":"https://u@10.0.0.12:2380/x?y"}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		req, err := DecodeRequest(bytes.NewReader(body))
+		if err != nil {
+			if req != nil {
+				t.Fatal("a refused request came back non-nil")
+			}
+			return
+		}
+		if err := req.Validate(); err != nil {
+			t.Fatalf("accepted request does not validate: %v", err)
+		}
+		data, err := json.Marshal(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := DecodeRequest(bytes.NewReader(data))
+		if err != nil || *again != *req {
+			t.Fatalf("round trip changed the request: %+v -> %+v (%v)", req, again, err)
+		}
+	})
+}
+
+func TestDecodeRequest(t *testing.T) {
+	good := `{"tokenID":"abcdef","secret":"0123456789abcdef0123456789abcdef","name":"m2","peerURL":"https://10.0.0.12:2380","extra":1}`
+	if req, err := DecodeRequest(strings.NewReader(good)); err != nil || req.Name != "m2" {
+		t.Fatalf("good request: %+v, %v", req, err)
+	}
+	for name, body := range map[string]string{
+		"empty":        "",
+		"two values":   good + good,
+		"wrong type":   `{"tokenID":1}`,
+		"short secret": `{"tokenID":"abcdef","secret":"0123","name":"m2","peerURL":"https://10.0.0.12:2380"}`,
+		"bad name":     `{"tokenID":"abcdef","secret":"0123456789abcdef0123456789abcdef","name":"M_2","peerURL":"https://10.0.0.12:2380"}`,
+		"http peer":    `{"tokenID":"abcdef","secret":"0123456789abcdef0123456789abcdef","name":"m2","peerURL":"http://10.0.0.12:2380"}`,
+		"no port":      `{"tokenID":"abcdef","secret":"0123456789abcdef0123456789abcdef","name":"m2","peerURL":"https://10.0.0.12"}`,
+	} {
+		if _, err := DecodeRequest(strings.NewReader(body)); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}
