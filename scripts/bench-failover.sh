@@ -35,9 +35,9 @@ wait_line() { # file pattern timeout_s
     sleep 0.05
   done
 }
-start_master() { # i verb [args]
+start_master() { # i verb [args]; in a subshell so a SIGKILL is not reported as a job
   local i=$1; shift
-  $lab run "$i" "$bin" "$@" --data-dir "$work/m$i" >>"$work/m$i.out" 2>&1 &
+  ($lab run "$i" "$bin" "$@" --data-dir "$work/m$i" >>"$work/m$i.out" 2>&1 &)
 }
 pid_of() { pgrep -f -- "--data-dir $work/m$1\$" | head -1; }
 holder() { # the master whose eth0 has the VIP, or nothing
@@ -111,7 +111,7 @@ for sig in KILL TERM; do
     median=$(sed -n "$(((n + 1) / 2))p" <<<"$sorted")
   else
     a=$(sed -n "$((n / 2))p" <<<"$sorted"); b=$(sed -n "$((n / 2 + 1))p" <<<"$sorted")
-    median=$(echo "scale=3; ($a + $b) / 2" | bc)
+    median=$(printf '%.3f' "$(echo "scale=4; ($a + $b) / 2" | bc)")
   fi
   printf '%-8s %8s %8s\n' "SIG$sig" "$median" "$(tail -1 <<<"$sorted")"
 done

@@ -380,9 +380,11 @@ func (c *chaosLab) partition(kind string, i int) {
 	if out, err := c.l.cmd("cut", strconv.Itoa(i)).CombinedOutput(); err != nil {
 		c.t.Fatalf("cut m%d: %v %s", i, err, out)
 	}
-	// The majority side takes (or keeps) the VIP.
+	// The majority side takes (or keeps) the VIP; the cut lasts long
+	// enough for the minority member to lose its leader either way.
+	cut := time.Now()
 	c.o.waitHolder(c.t, c.l, other(i, 0), i, 30*time.Second)
-	time.Sleep(2 * time.Second)
+	time.Sleep(max(2*time.Second, 8*time.Second-time.Since(cut)))
 	if out, err := c.l.cmd("heal", strconv.Itoa(i)).CombinedOutput(); err != nil {
 		c.t.Fatalf("heal m%d: %v %s", i, err, out)
 	}
