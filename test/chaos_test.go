@@ -473,6 +473,9 @@ func (c *chaosLab) recover(kind string) {
 	})
 	c.holder()
 	c.o.poll.waitOK(t, time.Now(), 5, time.Minute)
+	// A calm stretch, so that the next fault's window starts after the
+	// workload is back too.
+	time.Sleep(2 * time.Second)
 }
 
 // chaosSamples converts the sampler's record for the report.
