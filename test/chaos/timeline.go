@@ -146,7 +146,18 @@ func (r *Report) Timeline() *image.RGBA {
 		if o.Gaps > 0 {
 			fill(img, image.Rect(x(o.From), 2*tlLine+1, max(x(o.To), x(o.From)+1), 2*tlLine+3), colText, 1)
 		}
-		drawText(img, x0+2, 2+tlLine, fmt.Sprintf("%d %s", i+1, o.Fault.Kind), colText)
+		// The kind where it fits before the next fault's band, else the
+		// number (the report's fault table names it).
+		nextX := TimelineWidth
+		if i+1 < len(r.Outages) {
+			nextX = x(r.Outages[i+1].Fault.Start)
+		}
+		for _, label := range []string{fmt.Sprintf("%d %s", i+1, o.Fault.Kind), fmt.Sprint(i + 1)} {
+			if x0+2+len(label)*glyphAdvance < nextX {
+				drawText(img, x0+2, 2+tlLine, label, colText)
+				break
+			}
+		}
 	}
 	return img
 }

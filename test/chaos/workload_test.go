@@ -17,7 +17,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
 )
@@ -123,10 +125,34 @@ func (f *fakeAPI) set(t *testing.T, ns, name, value string) {
 	}
 }
 
+// yieldingClient makes each ConfigMap read give the other clients time to
+// run before its CAS follows, as a network round trip would: without it
+// the in-memory fake may run the clients one after another, and no CAS
+// would ever conflict.
+type yieldingClient struct{ kubernetes.Interface }
+
+func (c yieldingClient) CoreV1() typedcorev1.CoreV1Interface {
+	return yieldingCoreV1{c.Interface.CoreV1()}
+}
+
+type yieldingCoreV1 struct{ typedcorev1.CoreV1Interface }
+
+func (c yieldingCoreV1) ConfigMaps(ns string) typedcorev1.ConfigMapInterface {
+	return yieldingConfigMaps{c.CoreV1Interface.ConfigMaps(ns)}
+}
+
+type yieldingConfigMaps struct{ typedcorev1.ConfigMapInterface }
+
+func (c yieldingConfigMaps) Get(ctx context.Context, name string, o metav1.GetOptions) (*corev1.ConfigMap, error) {
+	cm, err := c.ConfigMapInterface.Get(ctx, name, o)
+	time.Sleep(200 * time.Microsecond)
+	return cm, err
+}
+
 func TestWorkloadBookkeeping(t *testing.T) {
 	api := newFakeAPI()
 	h := NewHistory(nil)
-	w := NewWorkload(api, WorkloadConfig{Namespace: "chaos-test", Clients: 4, Keys: 3, OpsPerClient: 150, Pause: -1, Seed: 7}, h)
+	w := NewWorkload(yieldingClient{api}, WorkloadConfig{Namespace: "chaos-test", Clients: 4, Keys: 3, OpsPerClient: 150, Pause: -1, Seed: 7}, h)
 	ctx := context.Background()
 	if err := w.Setup(ctx); err != nil {
 		t.Fatal(err)
