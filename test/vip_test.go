@@ -254,6 +254,26 @@ func TestVIP(t *testing.T) {
 		t.Logf("m%d and m%d started again: m%d holds the VIP and the client succeeds %.2f s after the restart began", a, b, nh, time.Since(back).Seconds())
 		waitHealthy(t, l, nh)
 	})
+
+	phase("reset of the holder hands the VIP over and releases it", holdersAny, func(t *testing.T) {
+		h := o.waitHolder(t, l, 1, 0, 10*time.Second)
+		from := time.Now()
+		out, errOut, code := l.run(h, "reset", "--yes", "--data-dir", l.dataDir(h))
+		if code != 0 || !strings.Contains(out, "handing the VIP over") || !strings.Contains(out, "VIP "+testVIP+" is not on this host") {
+			t.Fatalf("reset of the holder m%d: exit %d\n%s%s", h, code, out, errOut)
+		}
+		nh := o.waitHolder(t, l, other(h, 0), h, 10*time.Second)
+		o.phase("after reset", holdersOne)
+		gap := o.poll.outage(t, from)
+		t.Logf("reset of m%d: %s; client outage (MaxGap) %.3f s", h, o.moved(from, h, nh), gap.Seconds())
+		o.record(fmt.Sprintf("reset of the holder m%d", h), gap)
+		if gap >= time.Second {
+			t.Errorf("client outage when the holder was reset: %.3f s; the VIP should move before the member leaves", gap.Seconds())
+		}
+		if _, err := os.Stat(l.dataDir(h)); !os.IsNotExist(err) {
+			t.Errorf("m%d's data directory is still there after reset: %v", h, err)
+		}
+	})
 }
 
 // testVIPBadInput runs init on m1 with VIP settings that cannot work: each

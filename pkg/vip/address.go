@@ -21,6 +21,9 @@ type Address struct {
 	link     netlink.Link
 	vip      net.IP
 	lifetime time.Duration
+	// sendFD is the packet socket announcements go out on, -1 until the
+	// first.
+	sendFD int
 }
 
 // Open checks that the interface exists and is up, that the VIP lies in one
@@ -40,7 +43,7 @@ func Open(h *netlink.Handle, iface string, vip net.IP, lifetime time.Duration) (
 	if link.Attrs().Flags&net.FlagUp == 0 || link.Attrs().OperState == netlink.OperDown {
 		return nil, fmt.Errorf("interface %s is down; bring it up or pass another --iface", iface)
 	}
-	a := &Address{h: h, link: link, vip: vip, lifetime: lifetime}
+	a := &Address{h: h, link: link, vip: vip, lifetime: lifetime, sendFD: -1}
 	addrs, err := h.AddrList(link, a.family())
 	if err != nil {
 		return nil, fmt.Errorf("list addresses of %s: %w", iface, err)
@@ -164,13 +167,27 @@ func (a *Address) Link() netlink.Link { return a.link }
 // IP is the VIP.
 func (a *Address) IP() net.IP { return a.vip }
 
-// Announce tells the LAN that this host holds the VIP now.
+// Announce tells the LAN that this host holds the VIP now: gratuitous ARP
+// or an unsolicited neighbour advertisement. Its send-only packet socket
+// stays open: closing one waits for an RCU grace period (tens of
+// milliseconds), which a takeover should not pay.
 func (a *Address) Announce() error {
 	attrs := a.link.Attrs()
-	if a.family() == netlink.FAMILY_V4 {
-		return Announce(attrs.Index, attrs.HardwareAddr, a.vip)
+	if a.sendFD < 0 {
+		// Protocol 0: it receives nothing.
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("open packet socket to announce the VIP: %w (needs CAP_NET_RAW)", err)
+		}
+		a.sendFD = fd
 	}
-	return AnnounceNA(attrs.Index, attrs.HardwareAddr, a.vip)
+	if a.family() == netlink.FAMILY_V4 {
+		return sendGratuitousARP(a.sendFD, attrs.Index, attrs.HardwareAddr, a.vip)
+	}
+	if err := checkNDP(attrs.HardwareAddr, a.vip); err != nil {
+		return err
+	}
+	return sendNA(a.sendFD, attrs.Index, attrs.HardwareAddr, a.vip)
 }
 
 // OpenOn is Open in this process's network namespace, on iface or, when
@@ -238,5 +255,11 @@ func (a *Address) CheckFree(wait time.Duration) error {
 	return nil
 }
 
-// Close releases the netlink handle (not the VIP).
-func (a *Address) Close() { a.h.Close() }
+// Close releases the netlink handle and socket (not the VIP).
+func (a *Address) Close() {
+	a.h.Close()
+	if a.sendFD >= 0 {
+		unix.Close(a.sendFD)
+		a.sendFD = -1
+	}
+}

@@ -68,6 +68,12 @@ func Announce(ifindex int, mac net.HardwareAddr, ip net.IP) error {
 		return err
 	}
 	defer unix.Close(fd)
+	return sendGratuitousARP(fd, ifindex, mac, ip)
+}
+
+// sendGratuitousARP sends the two gratuitous ARPs of Announce on fd, any
+// packet socket (it need not be bound).
+func sendGratuitousARP(fd, ifindex int, mac net.HardwareAddr, ip net.IP) error {
 	to := &unix.SockaddrLinklayer{Protocol: htons(unix.ETH_P_ARP), Ifindex: ifindex, Halen: 6}
 	copy(to.Addr[:], broadcast)
 	for _, op := range []uint16{arpRequest, arpReply} {

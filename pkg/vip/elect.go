@@ -95,6 +95,19 @@ type Manager struct {
 	holding bool
 	cancel  context.CancelFunc
 	done    chan struct{}
+	// The last health check's result, when it finished and its number:
+	// checks run in the background so that a takeover does not wait for
+	// one (a TLS handshake and /readyz cost tens of milliseconds).
+	health    error
+	healthAt  time.Time
+	healthSeq int
+
+	// A standby keeps a renewed lease ready, so that its campaign is one
+	// transaction: spareRenewed is when its last renewal was sent. Only the
+	// run goroutine touches these.
+	spare        clientv3.LeaseID
+	spareTTL     time.Duration
+	spareRenewed time.Time
 }
 
 // AddressLifetime is the valid lifetime the holder gives the address for a
@@ -141,9 +154,49 @@ func (m *Manager) Start() {
 	m.done = make(chan struct{})
 	go func() {
 		defer close(m.done)
+		healthDone := make(chan struct{})
+		go func() {
+			defer close(healthDone)
+			m.healthLoop(ctx)
+		}()
 		m.run(ctx)
+		<-healthDone
 	}()
 }
+
+// healthLoop checks this master's health twice per address lifetime.
+func (m *Manager) healthLoop(ctx context.Context) {
+	ticker := time.NewTicker(m.tick * 2)
+	defer ticker.Stop()
+	for {
+		err := m.cfg.Healthy(ctx)
+		m.mu.Lock()
+		m.health, m.healthAt = err, m.cfg.Now()
+		m.healthSeq++
+		m.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+	}
+}
+
+// healthy returns the latest health check's result and number; a check
+// that has not finished for 4 ticks counts as failed.
+func (m *Manager) healthy() (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case m.healthAt.IsZero():
+		return m.healthSeq, errors.New("not checked yet")
+	case m.cfg.Now().Sub(m.healthAt) > m.tick*8:
+		return m.healthSeq, fmt.Errorf("%w for %s", errHealthStalled, m.cfg.Now().Sub(m.healthAt).Round(time.Millisecond))
+	}
+	return m.healthSeq, m.health
+}
+
+var errHealthStalled = errors.New("the health check has not answered")
 
 // Stop gives the VIP up if this master holds it (address removed first,
 // then the election key, so that the next holder can take it at once) and
@@ -201,12 +254,12 @@ func (m *Manager) run(ctx context.Context) {
 	var vacantSince time.Time
 	unhealthyLogged := false
 	for ctx.Err() == nil {
-		if err := m.cfg.Healthy(ctx); err != nil {
+		if _, err := m.healthy(); err != nil {
 			if !unhealthyLogged {
 				m.log.Info("Not campaigning for the VIP while unhealthy", "reason", err.Error())
 				unhealthyLogged = true
 			}
-			m.sleep(ctx, m.tick*2)
+			m.sleep(ctx, m.tick/2)
 			continue
 		}
 		unhealthyLogged = false
@@ -228,6 +281,9 @@ func (m *Manager) run(ctx context.Context) {
 		}
 		vacantSince = m.watch(ctx, c.rev)
 	}
+	if m.spare != 0 {
+		m.revoke(m.spare)
+	}
 }
 
 // campaignResult is the session a won campaign holds, or the revision a
@@ -246,27 +302,72 @@ type campaignResult struct {
 func (m *Manager) campaign(ctx context.Context) (campaignResult, error) {
 	cctx, cancel := context.WithTimeout(ctx, m.cfg.LeaseTTL)
 	defer cancel()
-	granted := m.cfg.Now()
-	grant, err := m.cfg.Client.Grant(cctx, int64(m.cfg.LeaseTTL/time.Second))
-	if err != nil {
-		return campaignResult{}, fmt.Errorf("grant a session lease: %w", err)
+	if err := m.readySpare(cctx); err != nil {
+		return campaignResult{}, err
 	}
+	lease, ttl, granted := m.spare, m.spareTTL, m.spareRenewed
 	self := m.cfg.Self
 	self.Since = m.cfg.Now().UTC()
 	val, _ := json.Marshal(self)
 	resp, err := m.cfg.Client.Txn(cctx).
 		If(clientv3.Compare(clientv3.CreateRevision(ElectionKey), "=", 0)).
-		Then(clientv3.OpPut(ElectionKey, string(val), clientv3.WithLease(grant.ID))).
+		Then(clientv3.OpPut(ElectionKey, string(val), clientv3.WithLease(lease))).
 		Else(clientv3.OpGet(ElectionKey)).
 		Commit()
-	if err != nil || !resp.Succeeded {
-		m.revoke(grant.ID)
-		if err != nil {
-			return campaignResult{}, fmt.Errorf("claim the election key: %w", err)
+	if err != nil {
+		// The put may have landed: then the watch finds this master's
+		// name on the spare lease and ends that session. A lease that is
+		// gone is of no more use.
+		if errors.Is(err, rpctypes.ErrLeaseNotFound) {
+			m.spare = 0
 		}
+		return campaignResult{}, fmt.Errorf("claim the election key: %w", err)
+	}
+	if !resp.Succeeded {
 		return campaignResult{rev: resp.Header.Revision}, nil
 	}
-	return campaignResult{won: true, lease: grant.ID, ttl: time.Duration(grant.TTL) * time.Second, granted: granted}, nil
+	m.spare = 0
+	return campaignResult{won: true, lease: lease, ttl: ttl, granted: granted}, nil
+}
+
+// readySpare makes sure the spare lease has long enough to live for a
+// claim: the address must lapse (its lifetime, plus slack) before the
+// lease can. Otherwise it asks for a new lease.
+func (m *Manager) readySpare(ctx context.Context) error {
+	if m.spare != 0 && m.cfg.Now().Sub(m.spareRenewed) < m.spareTTL-m.lifetime-500*time.Millisecond {
+		return nil
+	}
+	if m.spare != 0 {
+		m.revoke(m.spare)
+		m.spare = 0
+	}
+	sent := m.cfg.Now()
+	grant, err := m.cfg.Client.Grant(ctx, int64(m.cfg.LeaseTTL/time.Second))
+	if err != nil {
+		return fmt.Errorf("grant a session lease: %w", err)
+	}
+	m.spare, m.spareTTL, m.spareRenewed = grant.ID, time.Duration(grant.TTL)*time.Second, sent
+	return nil
+}
+
+// renewSpare keeps the spare lease alive while this master waits.
+func (m *Manager) renewSpare(ctx context.Context) {
+	if m.spare == 0 {
+		if err := m.readySpare(ctx); err != nil {
+			m.log.V(2).Info("Could not get a spare VIP lease", "err", err.Error())
+		}
+		return
+	}
+	sent := m.cfg.Now()
+	kctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_, err := m.cfg.Client.KeepAliveOnce(kctx, m.spare)
+	switch {
+	case err == nil:
+		m.spareRenewed = sent
+	case errors.Is(err, rpctypes.ErrLeaseNotFound):
+		m.spare = 0
+	}
 }
 
 func (m *Manager) revoke(id clientv3.LeaseID) {
@@ -282,6 +383,7 @@ func (m *Manager) revoke(id clientv3.LeaseID) {
 func (m *Manager) hold(ctx context.Context, c campaignResult, vacantSince time.Time) {
 	lease, ttl := c.lease, c.ttl
 	log := m.log.WithValues("lease", fmt.Sprintf("%x", int64(lease)))
+	won := m.cfg.Now()
 	if err := m.addr.Claim(); err != nil {
 		log.Error(err, "Won the VIP election but cannot add the VIP; resigning")
 		m.resign(lease)
@@ -292,7 +394,7 @@ func (m *Manager) hold(ctx context.Context, c campaignResult, vacantSince time.T
 	announceErr := m.addr.Announce()
 	took := m.cfg.Now().Sub(vacantSince)
 	lastTakeover.Set(took.Seconds())
-	log.Info("Holding the VIP", "takeover", took.String())
+	log.Info("Holding the VIP", "takeover", took.String(), "leaseRenewedAgo", won.Sub(c.granted).String(), "claimAndAnnounce", m.cfg.Now().Sub(won).String())
 	if announceErr != nil {
 		log.Error(announceErr, "Could not announce the VIP")
 	}
@@ -302,11 +404,12 @@ func (m *Manager) hold(ctx context.Context, c campaignResult, vacantSince time.T
 	maxRTT := ttl - m.lifetime - 500*time.Millisecond
 	lastRenewal := c.granted
 	failedChecks := 0
+	lastCheck, _ := m.healthy()
 	burst := 2 // more gratuitous ARPs shortly after the takeover
 	nextAnnounce := m.cfg.Now().Add(announceInterval)
 	ticker := time.NewTicker(m.tick)
 	defer ticker.Stop()
-	for i := 0; ; i++ {
+	for {
 		select {
 		case <-ctx.Done():
 			m.release(lease, "stopping")
@@ -340,8 +443,11 @@ func (m *Manager) hold(ctx context.Context, c campaignResult, vacantSince time.T
 			m.release(0, fmt.Sprintf("could not renew the session within %s (last error: %v)", ttl-500*time.Millisecond, renewErr))
 			return
 		}
-		if i%2 == 1 {
-			if err := m.cfg.Healthy(ctx); err != nil {
+		// Each new check result counts once; a stalled check counts every
+		// tick.
+		if seq, err := m.healthy(); seq != lastCheck || errors.Is(err, errHealthStalled) {
+			lastCheck = seq
+			if err != nil {
 				failedChecks++
 				if failedChecks >= 3 || errors.Is(err, ErrStepDown) {
 					m.release(lease, "unhealthy: "+err.Error())
@@ -464,7 +570,8 @@ func (m *Manager) watch(ctx context.Context, rev int64) time.Time {
 				return m.cfg.Now()
 			}
 		case <-poll.C:
-			if m.cfg.Healthy(ctx) != nil {
+			m.renewSpare(ctx)
+			if _, err := m.healthy(); err != nil {
 				// Back to the health gate; campaigning resumes from there.
 				return time.Time{}
 			}
@@ -476,10 +583,14 @@ func (m *Manager) watch(ctx context.Context, rev int64) time.Time {
 				continue
 			}
 			if holder.Name == m.cfg.Self.Name {
-				// Our own session from before a restart: that process is
-				// gone, and so is its claim.
+				// Our own session from before a restart (that process is
+				// gone, and so is its claim) or from a campaign whose
+				// answer was lost.
 				m.log.Info("Ending the VIP session of this master's previous run")
 				m.revoke(holderLease)
+				if holderLease == m.spare {
+					m.spare = 0
+				}
 				return m.cfg.Now()
 			}
 			if !holderDead(holder) {

@@ -196,6 +196,11 @@ func AnnounceNA(ifindex int, mac net.HardwareAddr, ip net.IP) error {
 		return err
 	}
 	defer unix.Close(fd)
+	return sendNA(fd, ifindex, mac, ip)
+}
+
+// sendNA sends AnnounceNA's advertisement on fd, a send-only packet socket.
+func sendNA(fd, ifindex int, mac net.HardwareAddr, ip net.IP) error {
 	dst := ethMulticast(allNodes)
 	if err := sendFrame(fd, ifindex, dst, ndpFrame(mac, dst, ip, allNodes, naMessage(ip, mac))); err != nil {
 		return fmt.Errorf("send neighbour advertisement for %s: %w", ip, err)

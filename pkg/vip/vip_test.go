@@ -192,6 +192,22 @@ func TestAnnounceAndProbe(t *testing.T) {
 			t.Errorf("b's neighbour table lacks the announced VIP at %s:\n%s", mac, out)
 		}
 
+		// The same through an Address, twice on its kept socket.
+		addr, err := Open(h, "eth0", net.ParseIP("10.97.0.51"), 3*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer addr.Close()
+		for range 2 {
+			if err := addr.Announce(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+		if out := ipOut(t, "-n", p.b, "neigh", "show", "10.97.0.51"); !strings.Contains(out, mac.String()) {
+			t.Errorf("b's neighbour table lacks the VIP announced by Address.Announce at %s:\n%s", mac, out)
+		}
+
 		bLink := strings.Fields(ipOut(t, "-n", p.b, "-br", "link", "show", "eth0"))
 		owner, err := Probe(idx, mac, net.ParseIP("10.97.0.60"), 600*time.Millisecond)
 		if err != nil {
