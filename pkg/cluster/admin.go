@@ -233,6 +233,21 @@ func removeMember(ctx context.Context, cli *clientv3.Client, id uint64) error {
 	}
 }
 
+// moveLeader makes another healthy voter the etcd leader; cli must reach
+// the current leader.
+func moveLeader(ctx context.Context, cli *clientv3.Client, ms []etcd.MemberStatus, self uint64) error {
+	for _, m := range ms {
+		if m.ID == self || m.Learner || !m.Healthy {
+			continue
+		}
+		mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := cli.MoveLeader(mctx, m.ID)
+		cancel()
+		return err
+	}
+	return errors.New("no other healthy voter")
+}
+
 // Leave takes this master out of the cluster: quorum guard, stop the local
 // master, remove its etcd member through the others, wipe its state so it
 // can join again. note reports progress.
@@ -264,6 +279,16 @@ func (a *Admin) Leave(ctx context.Context, force bool, note func(string)) error 
 		if err := handOverVIP(ctx, a, 5*time.Second); err != nil {
 			// The lease ends it within seconds anyway once the member goes.
 			note("warning: " + err.Error())
+		}
+	}
+	if self.Leader {
+		// A removed leader leaves the others without one for an election
+		// timeout or more: hand leadership over first, as a graceful etcd
+		// stop does.
+		if err := moveLeader(ctx, a.cli, ms, self.ID); err != nil {
+			note("warning: could not hand etcd leadership over (" + err.Error() + "); the others elect a leader after the removal")
+		} else {
+			note("etcd leadership handed over")
 		}
 	}
 	a.cli.Close()
