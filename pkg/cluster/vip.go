@@ -100,6 +100,8 @@ func (m *Master) startVIP() error {
 		Client:   m.etcdClient,
 		Healthy:  healthy,
 		Logger:   klog.Background(),
+		Drain:    m.apiserver.Gate.Drain,
+		Undrain:  m.apiserver.Gate.Reopen,
 	}, m.vipAddr)
 	if err != nil {
 		return err

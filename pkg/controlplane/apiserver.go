@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"strconv"
@@ -34,6 +35,8 @@ type APIServer struct {
 	cfg  *config.Config
 	done chan struct{}
 	err  error
+	// Gate drains the requests on the VIP before a graceful hand-over.
+	Gate *VIPGate
 }
 
 // apiServerArgs are the kube-apiserver flags for this master, the same a
@@ -144,6 +147,17 @@ func StartAPIServer(ctx context.Context, c *config.Config) (*APIServer, error) {
 		}
 		g.LivezChecks = kept
 	}
+	// The aggregator serves every request first: the VIP gate goes in
+	// front of its handler chain.
+	var gate *VIPGate
+	if c.VIP != "" {
+		gate = NewVIPGate(net.ParseIP(c.VIP))
+		agg := &apiCfg.Aggregator.GenericConfig.Config
+		build := agg.BuildHandlerChainFunc
+		agg.BuildHandlerChainFunc = func(h http.Handler, gc *genericapiserver.Config) http.Handler {
+			return gate.Wrap(build(h, gc))
+		}
+	}
 	done, err := apiCfg.Complete()
 	if err != nil {
 		return nil, err
@@ -156,7 +170,7 @@ func StartAPIServer(ctx context.Context, c *config.Config) (*APIServer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kube-apiserver: %w", err)
 	}
-	a := &APIServer{cfg: c, done: make(chan struct{})}
+	a := &APIServer{cfg: c, done: make(chan struct{}), Gate: gate}
 	go func() {
 		defer close(a.done)
 		a.err = prepared.Run(ctx)

@@ -74,6 +74,12 @@ type ElectionConfig struct {
 	// is ready and its etcd member sees a leader).
 	Healthy func(context.Context) error
 	Logger  klog.Logger
+	// Drain, when set, finishes the requests in flight on the VIP before a
+	// graceful release (stop, step-down, failed health checks; never a
+	// lost session, which must drop the VIP at once); Undrain serves again
+	// after a release that did not end in a stop.
+	Drain   func(context.Context)
+	Undrain func()
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -412,6 +418,7 @@ func (m *Manager) hold(ctx context.Context, c campaignResult, vacantSince time.T
 	for {
 		select {
 		case <-ctx.Done():
+			m.drain()
 			m.release(lease, "stopping")
 			return
 		case <-ticker.C:
@@ -421,6 +428,7 @@ func (m *Manager) hold(ctx context.Context, c campaignResult, vacantSince time.T
 		renewErr := m.renew(kctx, lease)
 		cancel()
 		if ctx.Err() != nil {
+			m.drain()
 			m.release(lease, "stopping")
 			return
 		}
@@ -450,7 +458,11 @@ func (m *Manager) hold(ctx context.Context, c campaignResult, vacantSince time.T
 			if err != nil {
 				failedChecks++
 				if failedChecks >= 3 || errors.Is(err, ErrStepDown) {
+					m.drain()
 					m.release(lease, "unhealthy: "+err.Error())
+					if m.cfg.Undrain != nil {
+						m.cfg.Undrain()
+					}
 					return
 				}
 			} else {
@@ -467,6 +479,19 @@ func (m *Manager) hold(ctx context.Context, c campaignResult, vacantSince time.T
 			}
 		}
 	}
+}
+
+// drain lets the requests in flight on the VIP finish, for at most
+// 500 ms: the address, refreshed at most a tick ago, outlives that.
+func (m *Manager) drain() {
+	if m.cfg.Drain == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start := m.cfg.Now()
+	m.cfg.Drain(ctx)
+	m.log.V(2).Info("Drained the requests on the VIP", "took", m.cfg.Now().Sub(start).String())
 }
 
 // announceInterval spaces the periodic gratuitous ARPs that keep switches

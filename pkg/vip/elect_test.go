@@ -127,6 +127,9 @@ type candidate struct {
 	// ports stand for its apiserver and etcd peer listeners: open while
 	// the candidate "runs", closed by die.
 	ports []net.Listener
+	// drainedHolding counts drains that ran while the VIP was still on
+	// this candidate, drains all drains.
+	drainedHolding, drains atomic.Int32
 }
 
 // die makes the candidate look like a crashed master to the others: its
@@ -177,6 +180,12 @@ func newCandidate(t *testing.T, endpoint, name string, l *lan) *candidate {
 				return errors.New("made unhealthy by the test")
 			}
 			return nil
+		},
+		Drain: func(context.Context) {
+			c.drains.Add(1)
+			if held, _ := c.addr.Held(); held {
+				c.drainedHolding.Add(1)
+			}
 		},
 	}, c.addr, fakeLifetime)
 	if err != nil {
@@ -237,11 +246,17 @@ func TestElectionOneHolderAndHandOver(t *testing.T) {
 	if held, _ := cands[first].addr.Held(); held {
 		t.Error("the stopped master still has the VIP")
 	}
+	if d, dh := cands[first].drains.Load(), cands[first].drainedHolding.Load(); d != 1 || dh != 1 {
+		t.Errorf("stopping the holder drained %d times, %d of them before the VIP went; want 1 and 1", d, dh)
+	}
 
 	// Unhealthy holder: resigns after three failed checks, and does not
 	// campaign again while unhealthy.
 	cands[second].healthy.Store(false)
 	third := waitHolder(t, l, second, 5*time.Second)
+	if d := cands[second].drains.Load(); d != 1 {
+		t.Errorf("the unhealthy holder drained %d times before it resigned, want 1", d)
+	}
 	time.Sleep(time.Second)
 	if hs := l.holder(); len(hs) != 1 || hs[0] != third {
 		t.Fatalf("after the unhealthy holder resigned: holders %v, want only %s", hs, third)
