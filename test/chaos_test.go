@@ -433,6 +433,12 @@ func (c *chaosLab) diskFull() {
 		free -= 1 << 20
 	}
 	fd.Close()
+	if err := unix.Statfs(c.diskDir, &st); err != nil {
+		c.t.Fatal(err)
+	}
+	if left := int64(st.Bavail) * int64(st.Bsize); left > 1<<20 {
+		c.t.Errorf("disk-full: %d bytes still free on m3's data disk after filling it", left)
+	}
 	time.Sleep(10 * time.Second)
 	if err := os.Remove(filler); err != nil {
 		c.t.Fatal(err)
