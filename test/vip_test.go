@@ -267,8 +267,11 @@ func TestVIP(t *testing.T) {
 		gap := o.poll.outage(t, from)
 		t.Logf("reset of m%d: %s; client outage (MaxGap) %.3f s", h, o.moved(from, h, nh), gap.Seconds())
 		o.record(fmt.Sprintf("reset of the holder m%d", h), gap)
-		if gap >= time.Second {
-			t.Errorf("client outage when the holder was reset: %.3f s; the VIP should move before the member leaves", gap.Seconds())
+		// Without the step-down the VIP would move only once the lease
+		// ends (3 s) after the member is gone; the leadership hand-over
+		// and member removal may still cost the client a request or two.
+		if gap >= 2500*time.Millisecond {
+			t.Errorf("client outage when the holder was reset: %.3f s; the VIP should move before the member leaves, not when its lease ends", gap.Seconds())
 		}
 		if _, err := os.Stat(l.dataDir(h)); !os.IsNotExist(err) {
 			t.Errorf("m%d's data directory is still there after reset: %v", h, err)
