@@ -222,3 +222,47 @@ func TestAnnounceAndProbe(t *testing.T) {
 		}
 	})
 }
+
+// An IPv6 VIP: a /128 with a finite lifetime, found by its subnet when no
+// interface is named, announced with a neighbour advertisement.
+func TestIPv6Address(t *testing.T) {
+	p := newPair(t)
+	ipOut(t, "-n", p.a, "addr", "add", "fd97::1/64", "dev", "eth0", "nodad")
+	ipOut(t, "-n", p.b, "addr", "add", "fd97::2/64", "dev", "eth0", "nodad")
+	ipOut(t, "-n", p.b, "neigh", "replace", "fd97::50", "lladdr", "02:00:00:00:00:99", "dev", "eth0", "nud", "stale")
+	in(t, p.a, func(h *netlink.Handle) {
+		iface, err := interfaceFor(h, net.ParseIP("fd97::50"))
+		if err != nil || iface != "eth0" {
+			t.Fatalf("interface for fd97::50: %q, %v", iface, err)
+		}
+		a, err := Open(h, iface, net.ParseIP("fd97::50"), 3*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Claim(); err != nil {
+			t.Fatal(err)
+		}
+		out := ipOut(t, "-n", p.a, "-6", "addr", "show", "dev", "eth0")
+		if !strings.Contains(out, "fd97::50/128") || !strings.Contains(out, "valid_lft 3sec") {
+			t.Fatalf("claimed IPv6 VIP not as expected:\n%s", out)
+		}
+		if err := a.Announce(); err != nil {
+			t.Fatal(err)
+		}
+		mac := a.Link().Attrs().HardwareAddr.String()
+		deadline := time.Now().Add(time.Second)
+		for !strings.Contains(ipOut(t, "-n", p.b, "neigh", "show", "fd97::50"), mac) {
+			if time.Now().After(deadline) {
+				t.Fatalf("b's entry for fd97::50 does not point at a's %s:\n%s", mac, ipOut(t, "-n", p.b, "neigh", "show", "fd97::50"))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err := a.Release(); err != nil {
+			t.Fatal(err)
+		}
+		if held, _ := a.Held(); held {
+			t.Error("released IPv6 VIP still there")
+		}
+		a.Close()
+	})
+}
