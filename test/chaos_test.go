@@ -51,7 +51,7 @@ func TestChaos(t *testing.T) {
 	l := newLab(t, 3)
 	c := &chaosLab{t: t, l: l, ms: map[int]*master{}}
 	c.mountDisk()
-	pollBin := buildPollvip(t)
+	pollBin := buildTool(t, "pollvip")
 	clientBin := buildTool(t, "chaosclient")
 	c.o = startVIPObserver(t, l, 3)
 	defer c.o.finish(t)

@@ -46,7 +46,7 @@ func TestVIP(t *testing.T) {
 		t.Skip("kubectl is not installed; .ci/run installs it")
 	}
 	l := newLab(t, 3)
-	pollBin := buildPollvip(t)
+	pollBin := buildTool(t, "pollvip")
 	o := startVIPObserver(t, l, 3)
 	// A defer runs before the cleanups that kill the masters, so that the
 	// teardown does not count as an outage.
@@ -495,11 +495,6 @@ func other(a, b int) int {
 		}
 	}
 	return 0
-}
-
-func buildPollvip(t *testing.T) string {
-	t.Helper()
-	return buildTool(t, "pollvip")
 }
 
 // holderExpect is what a phase allows the sampler to see.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"strings"
 	"time"
@@ -238,10 +237,10 @@ func releaseVIP(_ context.Context, r *resetRun) error {
 	if r.state == nil || r.cfg.VIP == "" {
 		return nil
 	}
-	ttl := time.Duration(r.cfg.VIPLeaseTTL) * time.Second
-	a, err := vip.OpenOn(r.cfg.VIPInterface, net.ParseIP(r.cfg.VIP), vip.AddressLifetime(ttl))
+	a, err := cluster.OpenVIP(&r.cfg)
 	if err != nil {
-		fmt.Fprintf(r.out, "warning: cannot check the VIP on this host (%v); it lapses by itself within %s\n", err, vip.AddressLifetime(ttl))
+		lifetime := vip.AddressLifetime(time.Duration(r.cfg.VIPLeaseTTL) * time.Second)
+		fmt.Fprintf(r.out, "warning: cannot check the VIP on this host (%v); it lapses by itself within %s\n", err, lifetime)
 		return nil
 	}
 	defer a.Close()

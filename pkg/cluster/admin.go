@@ -133,13 +133,25 @@ func (a *Admin) Status(ctx context.Context) (*Status, error) {
 }
 
 func (a *Admin) apiClient() *http.Client {
-	caPEM, err := os.ReadFile(pki.CertPath(a.Config.PKIDir(), pki.ClusterCA))
+	client, err := clusterCAClient(a.Config, 2*time.Second, "")
 	if err != nil {
 		return nil
 	}
+	return client
+}
+
+// clusterCAClient is an HTTPS client that trusts the cluster CA;
+// serverName, when set, is the name the server's certificate must have.
+func clusterCAClient(c *config.Config, timeout time.Duration, serverName string) (*http.Client, error) {
+	caPEM, err := os.ReadFile(pki.CertPath(c.PKIDir(), pki.ClusterCA))
+	if err != nil {
+		return nil, err
+	}
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(caPEM)
-	return &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: serverName},
+	}}, nil
 }
 
 func ready(ctx context.Context, client *http.Client, url string) bool {

@@ -2,8 +2,6 @@ package cluster
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -16,9 +14,11 @@ import (
 
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/datadir"
-	"github.com/k8s-master/k8s-master/pkg/pki"
 	"github.com/k8s-master/k8s-master/pkg/vip"
 )
+
+// OpenVIP is openVIP for other commands (reset): no LAN probe.
+func OpenVIP(c *config.Config) (*vip.Address, error) { return openVIP(c, false) }
 
 // openVIP checks the VIP settings against this host before anything
 // starts: the interface exists and is up, the VIP lies in one of its
@@ -61,16 +61,12 @@ func (m *Master) startVIP() error {
 	if m.vipAddr == nil {
 		return nil
 	}
-	caPEM, err := os.ReadFile(pki.CertPath(c.PKIDir(), pki.ClusterCA))
+	// One kept connection: the check runs every 500 ms for the master's
+	// whole life.
+	client, err := clusterCAClient(c, time.Second, "localhost")
 	if err != nil {
 		return err
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{
-		TLSClientConfig:   &tls.Config{RootCAs: pool, ServerName: "localhost"},
-		DisableKeepAlives: true,
-	}}
 	readyz := c.LocalAPIServerURL() + "/readyz"
 	leaving := filepath.Join(c.DataDir, datadir.LeavingMarker)
 	healthy := func(ctx context.Context) error {
