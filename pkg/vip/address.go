@@ -13,6 +13,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+	"k8s.io/klog/v2"
 )
 
 // Address is the VIP on one interface of this host.
@@ -24,6 +25,13 @@ type Address struct {
 	// sendFD is the packet socket announcements go out on, -1 until the
 	// first.
 	sendFD int
+
+	// handOffWindow is how long a release passes on the frames that still
+	// reach this host for the VIP (0: not at all); handOff is the running
+	// one. See handoff.go.
+	handOffWindow time.Duration
+	handOff       *handOff
+	log           klog.Logger
 }
 
 // Open checks that the interface exists and is up, that the VIP lies in one
@@ -43,7 +51,7 @@ func Open(h *netlink.Handle, iface string, vip net.IP, lifetime time.Duration) (
 	if link.Attrs().Flags&net.FlagUp == 0 || link.Attrs().OperState == netlink.OperDown {
 		return nil, fmt.Errorf("interface %s is down; bring it up or pass another --iface", iface)
 	}
-	a := &Address{h: h, link: link, vip: vip, lifetime: lifetime, sendFD: -1}
+	a := &Address{h: h, link: link, vip: vip, lifetime: lifetime, sendFD: -1, handOffWindow: handOffWindow, log: klog.Background().WithName("vip")}
 	addrs, err := h.AddrList(link, a.family())
 	if err != nil {
 		return nil, fmt.Errorf("list addresses of %s: %w", iface, err)
@@ -127,8 +135,17 @@ func (a *Address) addr() *netlink.Addr {
 	}
 }
 
-// Claim adds the VIP, or renews its lifetime when it is already there.
+// SetLogger names where the address logs (its hand-offs).
+func (a *Address) SetLogger(log klog.Logger) { a.log = log }
+
+// Claim adds the VIP, or renews its lifetime when it is already there. It
+// first ends a hand-off still running from a release: from now on this
+// host answers for the VIP itself.
 func (a *Address) Claim() error {
+	if a.handOff != nil {
+		a.handOff.stop()
+		a.handOff = nil
+	}
 	if err := a.h.AddrReplace(a.link, a.addr()); err != nil {
 		return fmt.Errorf("add VIP %s to %s: %w", a.vip, a.link.Attrs().Name, err)
 	}
@@ -138,11 +155,33 @@ func (a *Address) Claim() error {
 // Refresh renews the lifetime; Claim does the same.
 func (a *Address) Refresh() error { return a.Claim() }
 
-// Release removes the VIP; a VIP already gone is fine.
+// Release removes the VIP; a VIP already gone is fine. When it was there,
+// a hand-off passes the frames that still come for it to the next holder
+// for a short while (capture starts before the address goes, so none
+// slips through); it outlives Close, ending by itself.
 func (a *Address) Release() error {
+	var ho *handOff
+	if a.handOffWindow > 0 && a.handOff == nil {
+		attrs := a.link.Attrs()
+		var err error
+		if ho, err = startHandOff(attrs.Index, attrs.HardwareAddr, a.vip, a.handOffWindow, a.log); err != nil {
+			// Only a convenience: without it, clients with a stale
+			// neighbour entry wait for a retransmission.
+			a.log.V(2).Info("No VIP hand-off", "err", err.Error())
+		}
+	}
 	err := a.h.AddrDel(a.link, a.addr())
-	if err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) && !errors.Is(err, unix.ENOENT) {
+	if err != nil {
+		if ho != nil {
+			ho.stop()
+		}
+		if errors.Is(err, unix.EADDRNOTAVAIL) || errors.Is(err, unix.ENOENT) {
+			return nil
+		}
 		return fmt.Errorf("remove VIP %s from %s: %w", a.vip, a.link.Attrs().Name, err)
+	}
+	if ho != nil {
+		a.handOff = ho
 	}
 	return nil
 }

@@ -129,7 +129,12 @@ func NewManager(cfg ElectionConfig, addr *Address) (*Manager, error) {
 	if addr == nil {
 		return nil, errors.New("no VIP address")
 	}
-	return newManager(cfg, addr, addr.lifetime)
+	m, err := newManager(cfg, addr, addr.lifetime)
+	if err != nil {
+		return nil, err
+	}
+	addr.SetLogger(m.log)
+	return m, nil
 }
 
 func newManager(cfg ElectionConfig, addr vipAddress, lifetime time.Duration) (*Manager, error) {

@@ -24,11 +24,16 @@ var (
 		Help:           "Seconds from this master noticing the VIP was free (or its holder dead) to holding and announcing it, at its last takeover.",
 		StabilityLevel: metrics.ALPHA,
 	})
+	handOffFrames = metrics.NewCounterVec(&metrics.CounterOpts{
+		Namespace: "k8s_master", Subsystem: "vip", Name: "handoff_frames_total",
+		Help:           "Frames for the VIP that reached this master after it gave the VIP up, by result: forwarded to the next holder or dropped.",
+		StabilityLevel: metrics.ALPHA,
+	}, []string{"result"})
 	registerOnce sync.Once
 )
 
 func registerMetrics() {
 	registerOnce.Do(func() {
-		legacyregistry.MustRegister(holderGauge, transitions, lastTakeover)
+		legacyregistry.MustRegister(holderGauge, transitions, lastTakeover, handOffFrames)
 	})
 }

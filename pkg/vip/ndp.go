@@ -78,20 +78,7 @@ func icmpv6Checksum(src, dst net.IP, msg []byte) uint16 {
 	var pseudo [8]byte // upper-layer length, three zero bytes, next header
 	binary.BigEndian.PutUint32(pseudo[0:4], uint32(len(msg)))
 	pseudo[7] = unix.IPPROTO_ICMPV6
-	var sum uint32
-	for _, part := range [][]byte{src.To16(), dst.To16(), pseudo[:], msg} {
-		for i := 0; i < len(part); i += 2 {
-			w := uint32(part[i]) << 8
-			if i+1 < len(part) {
-				w |= uint32(part[i+1])
-			}
-			sum += w
-		}
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	return ^uint16(sum)
+	return ^onesSum(src.To16(), dst.To16(), pseudo[:], msg)
 }
 
 // ndpFrame wraps an ND message in IPv6 and Ethernet, filling in its

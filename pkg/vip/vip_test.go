@@ -21,15 +21,7 @@ type pair struct{ a, b string }
 
 func newPair(t *testing.T) pair {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root for network namespaces (CI runs as root)")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs ip (iproute2)")
-	}
-	b := make([]byte, 3)
-	rand.Read(b)
-	id := hex.EncodeToString(b)
+	id := netnsID(t)
 	p := pair{a: "vipa-" + id, b: "vipb-" + id}
 	t.Cleanup(func() {
 		exec.Command("ip", "netns", "del", p.a).Run()
@@ -49,6 +41,21 @@ func newPair(t *testing.T) pair {
 		}
 	}
 	return p
+}
+
+// netnsID skips the test unless it can make network namespaces, and
+// returns a random suffix for their names.
+func netnsID(t *testing.T) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root for network namespaces (CI runs as root)")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		t.Skip("needs ip (iproute2)")
+	}
+	b := make([]byte, 3)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 func ipOut(t *testing.T, args ...string) string {
