@@ -150,7 +150,7 @@ func TestHandOffForwardsToNextHolder(t *testing.T) {
 			vipPort := net.JoinHostPort(l.vip.String(), "7443")
 			var old *Address
 			in(t, l.a, func(h *netlink.Handle) {
-				old = openVIP(t, h, l.vip, 1500*time.Millisecond)
+				old = openVIP(t, h, l.vip, 3*time.Second)
 				if err := old.Claim(); err != nil {
 					t.Fatal(err)
 				}
@@ -168,9 +168,10 @@ func TestHandOffForwardsToNextHolder(t *testing.T) {
 			}
 			// The client connects while nobody holds the VIP.
 			first := dialEcho(t, l.c, vipPort, 3*time.Second)
-			time.Sleep(300 * time.Millisecond)
-			if n := ho.queued.Load(); n == 0 {
-				t.Fatal("the old holder held no frame while the VIP was free")
+			for deadline := time.Now().Add(time.Second); ho.queued.Load() == 0; time.Sleep(10 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the old holder held no frame while the VIP was free")
+				}
 			}
 			in(t, l.b, func(h *netlink.Handle) {
 				next := openVIP(t, h, l.vip, 0)
