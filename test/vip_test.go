@@ -125,11 +125,7 @@ func TestVIP(t *testing.T) {
 		h := o.waitHolder(t, l, 1, 0, 10*time.Second)
 		from := time.Now()
 		ms[h].stop(syscall.SIGKILL, 10*time.Second)
-		nh := o.waitHolder(t, l, other(h, 0), h, 30*time.Second)
-		o.phase("after SIGKILL", holdersOne)
-		gap := o.poll.outage(t, from)
-		t.Logf("SIGKILL of m%d: %s; client outage (MaxGap) %.3f s", h, o.moved(from, h, nh), gap.Seconds())
-		o.record(fmt.Sprintf("SIGKILL of the holder m%d", h), gap)
+		nh, gap := o.handedOver(t, l, fmt.Sprintf("SIGKILL of the holder m%d", h), "after SIGKILL", h, from, 30*time.Second)
 		if gap >= 5*time.Second {
 			t.Errorf("client outage after SIGKILL of the holder: %.3f s, the issue allows under 5 s", gap.Seconds())
 		}
@@ -148,11 +144,8 @@ func TestVIP(t *testing.T) {
 		if c := ms[h].exitCode(); c != 0 {
 			t.Errorf("m%d exited %d after SIGTERM, want 0", h, c)
 		}
-		nh := o.waitHolder(t, l, other(h, 0), h, 10*time.Second)
-		o.phase("after SIGTERM", holdersOne)
-		gap := o.poll.outage(t, from)
-		t.Logf("SIGTERM of m%d: it exited in %.2f s; %s; client outage (MaxGap) %.3f s", h, took.Seconds(), o.moved(from, h, nh), gap.Seconds())
-		o.record(fmt.Sprintf("SIGTERM of the holder m%d", h), gap)
+		t.Logf("m%d exited %.2f s after SIGTERM", h, took.Seconds())
+		nh, gap := o.handedOver(t, l, fmt.Sprintf("SIGTERM of the holder m%d", h), "after SIGTERM", h, from, 10*time.Second)
 		if gap >= time.Second {
 			t.Errorf("client outage after SIGTERM of the holder: %.3f s, the issue allows under 1 s", gap.Seconds())
 		}
@@ -183,11 +176,7 @@ func TestVIP(t *testing.T) {
 			}
 			return nil
 		})
-		nh := o.waitHolder(t, l, other(h, 0), h, 30*time.Second)
-		o.phase("majority side holds the VIP", holdersOne)
-		gap := o.poll.outage(t, from)
-		t.Logf("partition of m%d (%s): %s; client outage (MaxGap) %.3f s", h, role, o.moved(from, h, nh), gap.Seconds())
-		o.record(fmt.Sprintf("partition of the holder m%d", h), gap)
+		nh, _ := o.handedOver(t, l, fmt.Sprintf("partition of the holder m%d (%s)", h, role), "majority side holds the VIP", h, from, 30*time.Second)
 
 		before, err := vipStatus(l, nh)
 		if err != nil {
@@ -262,11 +251,7 @@ func TestVIP(t *testing.T) {
 		if code != 0 || !strings.Contains(out, "handing the VIP over") || !strings.Contains(out, "VIP "+testVIP+" is not on this host") {
 			t.Fatalf("reset of the holder m%d: exit %d\n%s%s", h, code, out, errOut)
 		}
-		nh := o.waitHolder(t, l, other(h, 0), h, 10*time.Second)
-		o.phase("after reset", holdersOne)
-		gap := o.poll.outage(t, from)
-		t.Logf("reset of m%d: %s; client outage (MaxGap) %.3f s", h, o.moved(from, h, nh), gap.Seconds())
-		o.record(fmt.Sprintf("reset of the holder m%d", h), gap)
+		_, gap := o.handedOver(t, l, fmt.Sprintf("reset of the holder m%d", h), "after reset", h, from, 10*time.Second)
 		// Without the step-down the VIP would move only once the lease
 		// ends (3 s) after the member is gone; the leadership hand-over
 		// and member removal may still cost the client a request or two.
@@ -648,10 +633,19 @@ func (o *vipObserver) moved(from time.Time, h, nh int) string {
 	return fmt.Sprintf("the VIP left m%d's eth0 after %.2f s and was on m%d's after %.2f s", h, gone.Seconds(), nh, taken.Seconds())
 }
 
-func (o *vipObserver) record(what string, gap time.Duration) {
+// handedOver waits for a master other than h to hold the VIP, starts the
+// phase named after, then logs and records the client outage since from as
+// what's; it returns the new holder and that outage.
+func (o *vipObserver) handedOver(t *testing.T, l *lab, what, after string, h int, from time.Time, timeout time.Duration) (int, time.Duration) {
+	t.Helper()
+	nh := o.waitHolder(t, l, other(h, 0), h, timeout)
+	o.phase(after, holdersOne)
+	gap := o.poll.outage(t, from)
+	t.Logf("%s: %s; client outage (MaxGap) %.3f s", what, o.moved(from, h, nh), gap.Seconds())
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	o.outages = append(o.outages, fmt.Sprintf("%s: %.3f s", what, gap.Seconds()))
+	o.mu.Unlock()
+	return nh, gap
 }
 
 // waitHolder waits until master via's status names a holder other than

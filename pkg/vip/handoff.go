@@ -205,8 +205,7 @@ func (h *handOff) send(frame []byte, mac net.HardwareAddr) {
 	}
 	copy(frame[0:6], mac)
 	copy(frame[6:12], h.self)
-	to := &unix.SockaddrLinklayer{Protocol: binary.BigEndian.Uint16(frame[12:14]), Ifindex: h.ifindex, Halen: 6}
-	to.Protocol = htons(to.Protocol)
+	to := &unix.SockaddrLinklayer{Protocol: htons(binary.BigEndian.Uint16(frame[12:14])), Ifindex: h.ifindex, Halen: 6}
 	copy(to.Addr[:], mac)
 	if err := unix.Sendto(h.fd, frame, 0, to); err != nil {
 		// Too big for the link (a merged segment), say: its sender
@@ -308,25 +307,6 @@ func forwardable(frame []byte, vip net.IP, csumPending bool) ([]byte, bool) {
 	}
 	binary.BigEndian.PutUint16(l4[at:at+2], sum)
 	return out, true
-}
-
-// onesSum is the folded 16-bit one's complement sum of parts, each taken
-// as its own run of 16-bit words (all but the last are of even length).
-func onesSum(parts ...[]byte) uint16 {
-	var sum uint32
-	for _, part := range parts {
-		for i := 0; i < len(part); i += 2 {
-			w := uint32(part[i]) << 8
-			if i+1 < len(part) {
-				w |= uint32(part[i+1])
-			}
-			sum += w
-		}
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	return uint16(sum)
 }
 
 // tpacketAuxdataLen is sizeof(struct tpacket_auxdata).

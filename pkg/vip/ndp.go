@@ -71,6 +71,25 @@ func solicitedNode(ip net.IP) net.IP {
 	return g
 }
 
+// onesSum is the folded 16-bit one's complement sum of parts, each taken
+// as its own run of 16-bit words (all but the last are of even length).
+func onesSum(parts ...[]byte) uint16 {
+	var sum uint32
+	for _, part := range parts {
+		for i := 0; i < len(part); i += 2 {
+			w := uint32(part[i]) << 8
+			if i+1 < len(part) {
+				w |= uint32(part[i+1])
+			}
+			sum += w
+		}
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	return uint16(sum)
+}
+
 // icmpv6Checksum is the RFC 4443 §2.3 checksum of msg over the IPv6
 // pseudo-header. With the checksum field zero it is the value to write;
 // over a received message it is zero when the message is intact.
