@@ -22,11 +22,15 @@ const InitMarker = ".init-incomplete"
 // the running master then treats its etcd member's removal as a clean stop.
 const LeavingMarker = ".leaving"
 
+// ControlSocket is the running master's control socket (pkg/control); a
+// master that crashed leaves it behind, replaced at the next start.
+const ControlSocket = "control.sock"
+
 // ownEntries are what init writes at the top of the data directory.
 var ownEntries = []string{
 	"pki", "etcd", "state.json", "admin.kubeconfig", "controller-manager.kubeconfig",
 	"scheduler.kubeconfig", "encryption-config.yaml", "authentication-config.yaml", InitMarker,
-	"token", LeavingMarker,
+	"token", LeavingMarker, ControlSocket,
 }
 
 // IsLogEntry tells log files (ours, possibly rotated) apart from state.
@@ -67,7 +71,7 @@ func Inspect(c *config.Config) (*Contents, error) {
 		switch {
 		case name == InitMarker:
 			ds.Incomplete = true
-		case IsLogEntry(name), name == lockFile, strings.HasPrefix(name, ".write-test-"), strings.HasPrefix(name, ".state.json.tmp"):
+		case IsLogEntry(name), name == lockFile, name == ControlSocket, strings.HasPrefix(name, ".write-test-"), strings.HasPrefix(name, ".state.json.tmp"):
 		default:
 			ds.Foreign = append(ds.Foreign, name)
 		}
