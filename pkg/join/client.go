@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/k8s-master/k8s-master/pkg/pki"
+	"github.com/k8s-master/k8s-master/pkg/poll"
 )
 
 // ErrPinMismatch means the server's CA is not the one the token names: the
@@ -79,18 +80,23 @@ func Send(ctx context.Context, tok Token, req Request, note func(string)) (*Resp
 	if err != nil {
 		return nil, err
 	}
+	var resp *Response
 	var lastErr error
-	deadline := time.Now().Add(10 * time.Minute)
-	for attempt := 0; time.Now().Before(deadline); attempt++ {
-		waitFor := 2 * time.Second
+	attempt := 0
+	waitFor := 2 * time.Second
+	// Requests use ctx, not the poll's context: one in flight when the 10
+	// minutes pass may be admitting this master and is let finish.
+	err = poll.UntilDelay(ctx, func() time.Duration { return waitFor }, 10*time.Minute, func(context.Context) (bool, error) {
+		waitFor = 2 * time.Second
 		for _, ep := range tok.Endpoints {
-			resp, retry, err := post(ctx, ep, tok.CAPin, body)
+			r, retry, err := post(ctx, ep, tok.CAPin, body)
 			if err == nil {
-				return resp, nil
+				resp = r
+				return true, nil
 			}
 			var refused *RefusedError
 			if errors.Is(err, ErrPinMismatch) || errors.As(err, &refused) {
-				return nil, err
+				return false, err
 			}
 			lastErr = err
 			if retry > 0 {
@@ -100,15 +106,15 @@ func Send(ctx context.Context, tok Token, req Request, note func(string)) (*Resp
 			}
 		}
 		if attempt >= 2 && lastErr != nil && !isRetryLater(lastErr) {
-			return nil, fmt.Errorf("no join endpoint answered (%s): %w", strings.Join(tok.Endpoints, ", "), lastErr)
+			return false, fmt.Errorf("no join endpoint answered (%s): %w", strings.Join(tok.Endpoints, ", "), lastErr)
 		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(waitFor):
-		}
+		attempt++
+		return false, nil
+	}, func() error { return fmt.Errorf("gave up joining after 10 minutes: %w", lastErr) })
+	if err != nil {
+		return nil, err
 	}
-	return nil, fmt.Errorf("gave up joining after 10 minutes: %w", lastErr)
+	return resp, nil
 }
 
 type retryLater struct{ msg string }

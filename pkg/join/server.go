@@ -208,7 +208,7 @@ func (s *Server) admit(ctx context.Context, req *Request) (*Response, int, int, 
 		}
 		add, err := s.cli.MemberAddAsLearner(ctx, []string{req.PeerURL})
 		if err != nil {
-			if strings.Contains(err.Error(), "too many learner") {
+			if etcd.IsTooManyLearners(err) {
 				return nil, http.StatusConflict, 3, errors.New("another master is joining; this one waits and retries")
 			}
 			return nil, http.StatusServiceUnavailable, 5, fmt.Errorf("etcd member add: %w", err)

@@ -20,6 +20,14 @@ import (
 // chain like the join service does.
 func tlsServer(t *testing.T, ca *pki.CA, withCA bool) *httptest.Server {
 	t.Helper()
+	return tlsServerWith(t, ca, withCA, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("the request reached the server: the secret was sent")
+	}))
+}
+
+// tlsServerWith is tlsServer answering with h.
+func tlsServerWith(t *testing.T, ca *pki.CA, withCA bool, h http.Handler) *httptest.Server {
+	t.Helper()
 	certPEM, keyPEM, err := ca.IssueLeaf(pki.LeafSpec{Name: "s", CommonName: "s", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}, Usage: pki.ServerAuth}, time.Now())
 	if err != nil {
 		t.Fatal(err)
@@ -31,9 +39,7 @@ func tlsServer(t *testing.T, ca *pki.CA, withCA bool) *httptest.Server {
 	if withCA {
 		pair.Certificate = append(pair.Certificate, ca.Cert.Raw)
 	}
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		t.Errorf("the request reached the server: the secret was sent")
-	}))
+	srv := httptest.NewUnstartedServer(h)
 	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
