@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -28,6 +29,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/fsutil"
 	"github.com/k8s-master/k8s-master/pkg/pki"
+	"github.com/k8s-master/k8s-master/pkg/poll"
 )
 
 // APIServer is a running kube-apiserver.
@@ -204,30 +206,31 @@ func WaitHTTPSOK(ctx context.Context, url, caFile string, timeout time.Duration,
 		Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}},
 	}
 	defer client.CloseIdleConnections()
-	deadline := time.Now().Add(timeout)
-	last := "no answer yet"
-	for {
-		resp, err := client.Get(url)
-		if err == nil {
-			var body [512]byte
-			n, _ := resp.Body.Read(body[:])
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = fmt.Sprintf("%s: %s", resp.Status, strings.TrimSpace(string(body[:n])))
-		} else {
-			last = err.Error()
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s not ready after %s (last: %s)", url, timeout, last)
-		}
+	// abort ends the wait like ctx would, but says so.
+	actx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
 		select {
-		case <-ctx.Done():
-			return ctx.Err()
 		case <-abort:
-			return fmt.Errorf("stopped before %s was ready", url)
-		case <-time.After(50 * time.Millisecond):
+			cancel()
+		case <-actx.Done():
 		}
+	}()
+	last := "no answer yet"
+	err = poll.Until(actx, 50*time.Millisecond, timeout, func(context.Context) (bool, error) {
+		resp, err := client.Get(url)
+		if err != nil {
+			last = err.Error()
+			return false, nil
+		}
+		var body [512]byte
+		n, _ := resp.Body.Read(body[:])
+		resp.Body.Close()
+		last = fmt.Sprintf("%s: %s", resp.Status, strings.TrimSpace(string(body[:n])))
+		return resp.StatusCode == http.StatusOK, nil
+	}, func() error { return fmt.Errorf("%s not ready after %s (last: %s)", url, timeout, last) })
+	if ctx.Err() == nil && errors.Is(err, context.Canceled) {
+		return fmt.Errorf("stopped before %s was ready", url)
 	}
+	return err
 }

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"k8s.io/apimachinery/pkg/util/wait"
 )
 
 // VIPGate lets a graceful VIP hand-over finish the requests in flight on
@@ -77,13 +79,10 @@ func (g *VIPGate) Drain(ctx context.Context) {
 		return
 	}
 	g.draining.Store(true)
-	for g.inFlight.Load() > 0 {
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
+	// ctx's end is the caller's limit on the drain, not a failure.
+	_ = wait.PollUntilContextCancel(ctx, 2*time.Millisecond, true, func(context.Context) (bool, error) {
+		return g.inFlight.Load() == 0, nil
+	})
 }
 
 // Reopen serves requests on the VIP again (after a drain that did not end
