@@ -1,6 +1,7 @@
 package datadir
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +10,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/k8s-master/k8s-master/pkg/poll"
 )
 
 // lockFile is held (flock) by the master running on a data directory and
@@ -81,12 +84,8 @@ func StopRunning(dir string, timeout time.Duration) error {
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("stop the master (pid %d): %w", pid, err)
 	}
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		if _, ok := Running(dir); !ok {
-			return nil
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return fmt.Errorf("the master (pid %d) did not stop within %s", pid, timeout)
+	return poll.Until(context.Background(), 100*time.Millisecond, timeout, func(context.Context) (bool, error) {
+		_, running := Running(dir)
+		return !running, nil
+	}, func() error { return fmt.Errorf("the master (pid %d) did not stop within %s", pid, timeout) })
 }
