@@ -4,7 +4,8 @@ import (
 	"sync"
 
 	"k8s.io/component-base/metrics"
-	"k8s.io/component-base/metrics/legacyregistry"
+
+	"github.com/k8s-master/k8s-master/pkg/process"
 )
 
 // The VIP's metrics live in the registry the apiserver serves at /metrics.
@@ -34,6 +35,6 @@ var (
 
 func registerMetrics() {
 	registerOnce.Do(func() {
-		legacyregistry.MustRegister(holderGauge, transitions, lastTakeover, handOffFrames)
+		process.RegisterMetrics(holderGauge, transitions, lastTakeover, handOffFrames)
 	})
 }
