@@ -5,12 +5,14 @@ import (
 	"encoding/binary"
 	"fmt"
 	"net"
-	"os/exec"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/k8s-master/k8s-master/internal/testkit"
 )
 
 // hostLAN is three hosts on one bridge: a client c and two masters a and b.
@@ -22,38 +24,19 @@ type hostLAN struct {
 
 func newLAN(t *testing.T, v6 bool) hostLAN {
 	t.Helper()
-	id := netnsID(t)
+	id := testkit.NetnsID(t)
 	l := hostLAN{sw: "hosw-" + id, c: "hoc-" + id, a: "hoa-" + id, b: "hob-" + id, vip: net.ParseIP("10.95.0.50"), family: "-4"}
 	addrs := map[string]string{l.c: "10.95.0.9/24", l.a: "10.95.0.1/24", l.b: "10.95.0.2/24"}
 	if v6 {
 		l.vip, l.family = net.ParseIP("fd95::50"), "-6"
 		addrs = map[string]string{l.c: "fd95::9/64", l.a: "fd95::1/64", l.b: "fd95::2/64"}
 	}
-	t.Cleanup(func() {
-		for _, ns := range []string{l.c, l.a, l.b, l.sw} {
-			exec.Command("ip", "netns", "del", ns).Run()
-		}
-	})
-	cmds := [][]string{
-		{"netns", "add", l.sw},
-		{"-n", l.sw, "link", "add", "br0", "type", "bridge"},
-		{"-n", l.sw, "link", "set", "br0", "up"},
-	}
-	for i, host := range []string{l.c, l.a, l.b} {
-		port := fmt.Sprintf("p%d", i)
-		cmds = append(cmds,
-			[]string{"netns", "add", host},
-			[]string{"-n", host, "link", "add", "eth0", "type", "veth", "peer", "name", port, "netns", l.sw},
-			[]string{"-n", l.sw, "link", "set", port, "master", "br0", "up"},
-			[]string{"-n", host, "addr", "add", addrs[host], "dev", "eth0", "nodad"},
-			[]string{"-n", host, "link", "set", "eth0", "up"},
-			[]string{"-n", host, "link", "set", "lo", "up"},
-		)
-	}
-	for _, cmd := range cmds {
-		if out, err := exec.Command("ip", cmd...).CombinedOutput(); err != nil {
-			t.Fatalf("ip %v: %v %s", cmd, err, out)
-		}
+	testkit.Netns(t, l.sw, l.c, l.a, l.b)
+	testkit.Bridge(t, l.sw, "br0", l.c, l.a, l.b)
+	for _, host := range []string{l.c, l.a, l.b} {
+		testkit.IP(t, "-n", host, "addr", "add", addrs[host], "dev", "eth0", "nodad")
+		testkit.IP(t, "-n", host, "link", "set", "eth0", "up")
+		testkit.IP(t, "-n", host, "link", "set", "lo", "up")
 	}
 	return l
 }
@@ -62,7 +45,7 @@ func newLAN(t *testing.T, v6 bool) hostLAN {
 // announces: a neighbour that has not heard the new holder yet.
 func (l hostLAN) pinNeighbour(t *testing.T, mac string) {
 	t.Helper()
-	ipOut(t, "-n", l.c, l.family, "neigh", "replace", l.vip.String(), "lladdr", mac, "dev", "eth0", "nud", "permanent")
+	testkit.IP(t, "-n", l.c, l.family, "neigh", "replace", l.vip.String(), "lladdr", mac, "dev", "eth0", "nud", "permanent")
 }
 
 // openVIP opens the VIP on host's eth0, with a hand-off of window.
@@ -76,11 +59,13 @@ func openVIP(t *testing.T, h *netlink.Handle, vip net.IP, window time.Duration) 
 	return a
 }
 
-// echoServer accepts on port in ns and echoes one line per connection.
-func echoServer(t *testing.T, ns string, port int) {
+// echoServer accepts on port in ns and answers one line per connection
+// with "name: " and the line, so a client sees which host answered. It
+// returns how many connections it accepted.
+func echoServer(t *testing.T, ns, name string, port int) *atomic.Int32 {
 	t.Helper()
 	ready := make(chan net.Listener)
-	go in(t, ns, func(*netlink.Handle) {
+	go testkit.In(t, ns, func(*netlink.Handle) {
 		ln, err := net.Listen("tcp", fmt.Sprintf(":%d", port))
 		if err != nil {
 			t.Error(err)
@@ -94,21 +79,24 @@ func echoServer(t *testing.T, ns string, port int) {
 		t.FailNow()
 	}
 	t.Cleanup(func() { ln.Close() })
+	var accepted atomic.Int32
 	go func() {
 		for {
 			conn, err := ln.Accept()
 			if err != nil {
 				return
 			}
+			accepted.Add(1)
 			go func() {
 				defer conn.Close()
 				line, err := bufio.NewReader(conn).ReadString('\n')
 				if err == nil {
-					fmt.Fprintf(conn, "echo %s", line)
+					fmt.Fprintf(conn, "%s: %s", name, line)
 				}
 			}()
 		}
 	}()
+	return &accepted
 }
 
 type dialResult struct {
@@ -119,7 +107,7 @@ type dialResult struct {
 // dialEcho connects from ns to addr, sends a line and reads the echo.
 func dialEcho(t *testing.T, ns, addr string, timeout time.Duration) <-chan dialResult {
 	out := make(chan dialResult, 1)
-	go in(t, ns, func(*netlink.Handle) {
+	go testkit.In(t, ns, func(*netlink.Handle) {
 		conn, err := net.DialTimeout("tcp", addr, timeout)
 		if err != nil {
 			out <- dialResult{err: err}
@@ -142,22 +130,33 @@ func dialEcho(t *testing.T, ns, addr string, timeout time.Duration) <-chan dialR
 // holder until the new one announces itself, then passed on with the rest
 // of the client's frames. Once the hand-off ends, that client's frames are
 // dropped again, which shows it was the hand-off that carried them.
+//
+// It asserts what the client sees, not how many frames were passed on: the
+// kernel may merge segments (GRO) or a loaded machine time them so that
+// fewer, larger frames carry the same connection. Deadlines are generous
+// for the same reason; a fast run does not wait for them.
 func TestHandOffForwardsToNextHolder(t *testing.T) {
+	// Longer than the product's 2 s so that the connections asserted to
+	// go through the hand-off still fall within it on a loaded machine.
+	const window = 5 * time.Second
 	for _, v6 := range []bool{false, true} {
 		t.Run(map[bool]string{false: "IPv4", true: "IPv6"}[v6], func(t *testing.T) {
 			l := newLAN(t, v6)
-			echoServer(t, l.b, 7443)
+			// Both masters serve the port; only the VIP's holder gets the
+			// VIP's traffic, and the reply says which one answered.
+			oldAccepted := echoServer(t, l.a, "a", 7443)
+			echoServer(t, l.b, "b", 7443)
 			vipPort := net.JoinHostPort(l.vip.String(), "7443")
 			var old *Address
-			in(t, l.a, func(h *netlink.Handle) {
-				old = openVIP(t, h, l.vip, 3*time.Second)
+			testkit.In(t, l.a, func(h *netlink.Handle) {
+				old = openVIP(t, h, l.vip, window)
 				if err := old.Claim(); err != nil {
 					t.Fatal(err)
 				}
 			})
 			l.pinNeighbour(t, old.Link().Attrs().HardwareAddr.String())
 
-			in(t, l.a, func(*netlink.Handle) {
+			testkit.In(t, l.a, func(*netlink.Handle) {
 				if err := old.Release(); err != nil {
 					t.Fatal(err)
 				}
@@ -167,13 +166,13 @@ func TestHandOffForwardsToNextHolder(t *testing.T) {
 				t.Fatal("no hand-off after releasing a held VIP")
 			}
 			// The client connects while nobody holds the VIP.
-			first := dialEcho(t, l.c, vipPort, 3*time.Second)
-			for deadline := time.Now().Add(time.Second); ho.queued.Load() == 0; time.Sleep(10 * time.Millisecond) {
+			first := dialEcho(t, l.c, vipPort, window)
+			for deadline := time.Now().Add(window / 2); ho.queued.Load() == 0; time.Sleep(10 * time.Millisecond) {
 				if time.Now().After(deadline) {
 					t.Fatal("the old holder held no frame while the VIP was free")
 				}
 			}
-			in(t, l.b, func(h *netlink.Handle) {
+			testkit.In(t, l.b, func(h *netlink.Handle) {
 				next := openVIP(t, h, l.vip, 0)
 				if err := next.Claim(); err != nil {
 					t.Fatal(err)
@@ -183,21 +182,34 @@ func TestHandOffForwardsToNextHolder(t *testing.T) {
 				}
 			})
 			r := <-first
-			if r.err != nil || r.reply != "echo ping\n" {
-				t.Fatalf("connection opened during the hand-over: reply %q, err %v", r.reply, r.err)
+			if r.err != nil || r.reply != "b: ping\n" {
+				t.Fatalf("connection opened during the hand-over: reply %q, err %v; want the new holder b's echo", r.reply, r.err)
 			}
-			if f := ho.forwarded.Load(); f < 3 {
-				t.Errorf("forwarded %d frames, want at least the SYN, ACK and request", f)
+			if ho.forwarded.Load() == 0 {
+				t.Error("the connection got through, but not by the hand-off")
 			}
-			// A later connection within the window goes the same way.
-			if r := <-dialEcho(t, l.c, vipPort, time.Second); r.err != nil || r.reply != "echo ping\n" {
-				t.Errorf("connection after the new holder announced: reply %q, err %v", r.reply, r.err)
+			// A later connection within the window goes the same way. If
+			// the window ran out first (a very slow machine), its failure
+			// says nothing about the hand-off.
+			r = <-dialEcho(t, l.c, vipPort, window)
+			select {
+			case <-ho.done:
+				if r.err != nil {
+					t.Logf("the hand-off window ended before the second connection: %v", r.err)
+				}
+			default:
+				if r.err != nil || r.reply != "b: ping\n" {
+					t.Errorf("connection after the new holder announced: reply %q, err %v; want the new holder b's echo", r.reply, r.err)
+				}
 			}
 			<-ho.done
 			if r := <-dialEcho(t, l.c, vipPort, 700*time.Millisecond); r.err == nil {
-				t.Error("a client pinned to the old holder still got through after the hand-off ended")
+				t.Errorf("a client pinned to the old holder still got through after the hand-off ended: reply %q", r.reply)
 			}
-			in(t, l.a, func(*netlink.Handle) { old.Close() })
+			if n := oldAccepted.Load(); n != 0 {
+				t.Errorf("the old holder accepted %d connections after it released the VIP", n)
+			}
+			testkit.In(t, l.a, func(*netlink.Handle) { old.Close() })
 		})
 	}
 }
@@ -206,9 +218,9 @@ func TestHandOffForwardsToNextHolder(t *testing.T) {
 // and passes nothing on, even with another host's announcement heard.
 func TestClaimEndsHandOff(t *testing.T) {
 	l := newLAN(t, false)
-	echoServer(t, l.a, 7443)
+	echoServer(t, l.a, "a", 7443)
 	var a *Address
-	in(t, l.a, func(h *netlink.Handle) {
+	testkit.In(t, l.a, func(h *netlink.Handle) {
 		a = openVIP(t, h, l.vip, 5*time.Second)
 		if err := a.Claim(); err != nil {
 			t.Fatal(err)
@@ -223,7 +235,7 @@ func TestClaimEndsHandOff(t *testing.T) {
 	}
 	// Another host announces the VIP (without taking it): the hand-off now
 	// knows where to send frames.
-	in(t, l.b, func(h *netlink.Handle) {
+	testkit.In(t, l.b, func(h *netlink.Handle) {
 		link, err := h.LinkByName("eth0")
 		if err != nil {
 			t.Fatal(err)
@@ -233,7 +245,7 @@ func TestClaimEndsHandOff(t *testing.T) {
 		}
 	})
 	time.Sleep(100 * time.Millisecond)
-	in(t, l.a, func(*netlink.Handle) {
+	testkit.In(t, l.a, func(*netlink.Handle) {
 		if err := a.Claim(); err != nil {
 			t.Fatal(err)
 		}
@@ -242,7 +254,7 @@ func TestClaimEndsHandOff(t *testing.T) {
 		t.Error("claim left the hand-off in place")
 	}
 	l.pinNeighbour(t, a.Link().Attrs().HardwareAddr.String())
-	if r := <-dialEcho(t, l.c, net.JoinHostPort(l.vip.String(), "7443"), 2*time.Second); r.err != nil || r.reply != "echo ping\n" {
+	if r := <-dialEcho(t, l.c, net.JoinHostPort(l.vip.String(), "7443"), 5*time.Second); r.err != nil || r.reply != "a: ping\n" {
 		t.Fatalf("connection to the re-claimed VIP: reply %q, err %v", r.reply, r.err)
 	}
 	if f := ho.forwarded.Load(); f != 0 {
@@ -250,10 +262,10 @@ func TestClaimEndsHandOff(t *testing.T) {
 	}
 	select {
 	case <-ho.done:
-	case <-time.After(time.Second):
+	case <-time.After(5 * time.Second): // it wakes every 100 ms; generous for a loaded machine
 		t.Error("the stopped hand-off's goroutine is still running")
 	}
-	in(t, l.a, func(*netlink.Handle) {
+	testkit.In(t, l.a, func(*netlink.Handle) {
 		a.Release()
 		a.Close()
 	})
@@ -262,7 +274,7 @@ func TestClaimEndsHandOff(t *testing.T) {
 // Releasing a VIP that is not there starts no hand-off.
 func TestReleaseOfAbsentVIPNoHandOff(t *testing.T) {
 	p := newPair(t)
-	in(t, p.a, func(h *netlink.Handle) {
+	testkit.In(t, p.a, func(h *netlink.Handle) {
 		a := openVIP(t, h, net.ParseIP("10.97.0.50"), time.Second)
 		defer a.Close()
 		if err := a.Release(); err != nil {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/k8s-master/k8s-master/internal/testkit"
 )
 
 // newPair6 is newPair with IPv6 on the link: fd97::1/64 on a, fd97::2/64
@@ -20,15 +22,15 @@ func newPair6(t *testing.T) pair {
 	if _, err := os.Stat("/proc/sys/net/ipv6"); err != nil {
 		t.Skip("needs a kernel with IPv6")
 	}
-	ipOut(t, "-n", p.a, "addr", "add", "fd97::1/64", "dev", "eth0", "nodad")
-	ipOut(t, "-n", p.b, "addr", "add", "fd97::2/64", "dev", "eth0", "nodad")
+	testkit.IP(t, "-n", p.a, "addr", "add", "fd97::1/64", "dev", "eth0", "nodad")
+	testkit.IP(t, "-n", p.b, "addr", "add", "fd97::2/64", "dev", "eth0", "nodad")
 	return p
 }
 
 // macOf is the MAC of eth0 in namespace ns.
 func macOf(t *testing.T, ns string) string {
 	t.Helper()
-	return strings.Fields(ipOut(t, "-n", ns, "-br", "link", "show", "eth0"))[2]
+	return strings.Fields(testkit.IP(t, "-n", ns, "-br", "link", "show", "eth0"))[2]
 }
 
 // eth0 is the index and MAC of eth0 in the namespace of h, or 0 after
@@ -49,23 +51,24 @@ func TestAnnounceNAOverridesNeighbour(t *testing.T) {
 	// b still has the old holder's MAC for the VIP. The entry is STALE, so
 	// only the advertisement's Override flag makes Linux replace the MAC,
 	// and only a clear Solicited flag lets a multicast advertisement in.
-	ipOut(t, "-n", p.b, "neigh", "replace", vip, "lladdr", "02:00:00:00:00:99", "dev", "eth0", "nud", "stale")
+	testkit.IP(t, "-n", p.b, "neigh", "replace", vip, "lladdr", "02:00:00:00:00:99", "dev", "eth0", "nud", "stale")
 	aMAC := macOf(t, p.a)
-	in(t, p.a, func(h *netlink.Handle) {
+	testkit.In(t, p.a, func(h *netlink.Handle) {
 		if idx, mac := eth0(t, h); idx != 0 {
 			if err := AnnounceNA(idx, mac, net.ParseIP(vip)); err != nil {
 				t.Error(err)
 			}
 		}
 	})
-	deadline := time.Now().Add(time.Second)
+	// Generous for a loaded machine; the loop ends as soon as it is there.
+	deadline := time.Now().Add(5 * time.Second)
 	for {
-		out := ipOut(t, "-n", p.b, "neigh", "show", vip, "dev", "eth0")
+		out := testkit.IP(t, "-n", p.b, "neigh", "show", vip, "dev", "eth0")
 		if strings.Contains(out, aMAC) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("a second after a's advertisement, b's entry for %s still lacks a's MAC %s:\n%s", vip, aMAC, out)
+			t.Fatalf("5 s after a's advertisement, b's entry for %s still lacks a's MAC %s:\n%s", vip, aMAC, out)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -73,15 +76,18 @@ func TestAnnounceNAOverridesNeighbour(t *testing.T) {
 
 func TestProbeDADAndDispatch(t *testing.T) {
 	p := newPair6(t)
-	ipOut(t, "-n", p.b, "addr", "add", "fd97::60/64", "dev", "eth0", "nodad")
+	testkit.IP(t, "-n", p.b, "addr", "add", "fd97::60/64", "dev", "eth0", "nodad")
 	bMAC := macOf(t, p.b)
-	const wait = 600 * time.Millisecond
-	in(t, p.a, func(h *netlink.Handle) {
+	// wait is how long a free address is probed; an owner answers at
+	// once, but a loaded machine may read the answer late, so probes that
+	// expect one get longer.
+	const wait, answered = 600 * time.Millisecond, 5 * time.Second
+	testkit.In(t, p.a, func(h *netlink.Handle) {
 		idx, mac := eth0(t, h)
 		if idx == 0 {
 			return
 		}
-		owner, err := ProbeDAD(idx, mac, net.ParseIP("fd97::60"), wait)
+		owner, err := ProbeDAD(idx, mac, net.ParseIP("fd97::60"), answered)
 		if err != nil || owner.String() != bMAC {
 			t.Errorf("DAD for b's address found %v, %v; want b's MAC %s", owner, err, bMAC)
 		}
@@ -95,7 +101,7 @@ func TestProbeDADAndDispatch(t *testing.T) {
 		}
 		// The dispatchers pick ARP or NDP: b answers both ways.
 		for _, ip := range []string{"fd97::60", "10.97.0.2"} {
-			owner, err := ProbeAny(idx, mac, net.ParseIP(ip), wait)
+			owner, err := ProbeAny(idx, mac, net.ParseIP(ip), answered)
 			if err != nil || owner.String() != bMAC {
 				t.Errorf("ProbeAny(%s) = %v, %v; want b's MAC %s", ip, owner, err, bMAC)
 			}
