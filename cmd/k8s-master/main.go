@@ -29,7 +29,7 @@ const stopTimeout = 15 * time.Second
 
 func main() {
 	if err := newRootCommand().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "error:", err)
+		fmt.Fprintln(os.Stderr, "error:", flagMessage(err))
 		os.Exit(1)
 	}
 }
@@ -226,7 +226,7 @@ func indentJoin(err error) error {
 		if i > 0 {
 			msg += "\n  "
 		}
-		msg += e.Error()
+		msg += flagMessage(e)
 	}
 	return errors.New(msg)
 }

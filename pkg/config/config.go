@@ -9,8 +9,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/k8s-master/k8s-master/pkg/layout"
 )
 
 // DefaultDataDir is where a packaged master keeps its state.
@@ -61,6 +64,17 @@ type Config struct {
 	LogVerbosity int    `json:"-"`
 }
 
+// The range of VIPLeaseTTL: etcd cannot keep a shorter lease reliably, and
+// a longer one leaves the cluster without its address too long.
+const (
+	MinVIPLeaseTTL = 2
+	MaxVIPLeaseTTL = 60
+)
+
+// VIPLease is VIPLeaseTTL as a duration, converted here only: the election
+// session's TTL and the VIP address's lifetime both derive from it.
+func (c *Config) VIPLease() time.Duration { return time.Duration(c.VIPLeaseTTL) * time.Second }
+
 // Default returns a Config with every default filled in except the ones that
 // depend on the host (Name, AdvertiseAddress): see Complete.
 func Default() Config {
@@ -86,7 +100,7 @@ func (c *Config) Complete() error {
 	if c.DataDir != "" {
 		abs, err := filepath.Abs(c.DataDir)
 		if err != nil {
-			return fmt.Errorf("--data-dir %q: %w", c.DataDir, err)
+			return &SettingError{Setting: "data-dir", Value: c.DataDir, Err: err}
 		}
 		c.DataDir = abs
 	}
@@ -105,57 +119,58 @@ func (c *Config) Complete() error {
 		c.AdvertiseAddress = ip.String()
 	}
 	if c.LogFile == "" {
-		c.LogFile = filepath.Join(c.DataDir, "k8s-master.log")
+		c.LogFile = c.Layout().Log()
 	}
 	return nil
 }
 
-// Validate reports every problem at once, each naming the flag to fix.
+// Validate reports every problem at once (errors.Join), each a
+// *SettingError naming the setting to fix.
 func (c *Config) Validate() error {
 	var errs []error
-	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	add := func(e *SettingError) { errs = append(errs, e) }
 
 	if c.DataDir == "" {
-		add("--data-dir must not be empty")
+		add(&SettingError{Setting: "data-dir", Problem: "must not be empty"})
 	} else if !filepath.IsAbs(c.DataDir) {
-		add("--data-dir %q must be an absolute path", c.DataDir)
+		add(&SettingError{Setting: "data-dir", Value: c.DataDir, Problem: "must be an absolute path"})
 	}
 	if msgs := validation.IsDNS1123Subdomain(c.Name); len(msgs) > 0 {
-		add("--name %q is not a valid node name: %s", c.Name, strings.Join(msgs, "; "))
+		add(&SettingError{Setting: "name", Value: c.Name, Problem: "is not a valid node name", Err: errors.New(strings.Join(msgs, "; "))})
 	}
 	adv := net.ParseIP(c.AdvertiseAddress)
 	switch {
 	case adv == nil:
-		add("--advertise-address %q is not an IP address", c.AdvertiseAddress)
+		add(&SettingError{Setting: "advertise-address", Value: c.AdvertiseAddress, Problem: "is not an IP address"})
 	case adv.IsUnspecified():
-		add("--advertise-address must be a concrete address, not %s", c.AdvertiseAddress)
+		add(&SettingError{Setting: "advertise-address", Problem: "must be a concrete address, not " + c.AdvertiseAddress})
 	}
 	if ip := net.ParseIP(c.BindAddress); ip == nil {
-		add("--bind-address %q is not an IP address", c.BindAddress)
+		add(&SettingError{Setting: "bind-address", Value: c.BindAddress, Problem: "is not an IP address"})
 	}
 
 	ports := []struct {
-		flag string
-		v    int
+		key string
+		v   int
 	}{
-		{"--apiserver-port", c.APIServerPort},
-		{"--etcd-client-port", c.EtcdClientPort},
-		{"--etcd-peer-port", c.EtcdPeerPort},
-		{"--etcd-metrics-port", c.EtcdMetricsPort},
-		{"--controller-manager-port", c.ControllerManagerPort},
-		{"--scheduler-port", c.SchedulerPort},
-		{"--join-port", c.JoinPort},
+		{"apiserver-port", c.APIServerPort},
+		{"etcd-client-port", c.EtcdClientPort},
+		{"etcd-peer-port", c.EtcdPeerPort},
+		{"etcd-metrics-port", c.EtcdMetricsPort},
+		{"controller-manager-port", c.ControllerManagerPort},
+		{"scheduler-port", c.SchedulerPort},
+		{"join-port", c.JoinPort},
 	}
 	seen := map[int]string{}
 	for _, p := range ports {
 		if p.v < 1 || p.v > 65535 {
-			add("%s %d is out of range 1-65535", p.flag, p.v)
+			add(&SettingError{Setting: p.key, Value: p.v, Problem: "is out of range 1-65535"})
 			continue
 		}
 		if other, dup := seen[p.v]; dup {
-			add("%s and %s are both %d; give each its own port", other, p.flag, p.v)
+			add(&SettingError{Setting: other, Problem: fmt.Sprintf("and {%s} are both %d; give each its own port", p.key, p.v), Others: []string{p.key}})
 		}
-		seen[p.v] = p.flag
+		seen[p.v] = p.key
 	}
 
 	svc, err := ParseServiceCIDR(c.ServiceCIDR)
@@ -165,25 +180,25 @@ func (c *Config) Validate() error {
 	if c.PodCIDR != "" {
 		_, pod, err := net.ParseCIDR(c.PodCIDR)
 		if err != nil {
-			add("--pod-cidr %q is not a CIDR: %v", c.PodCIDR, err)
+			add(&SettingError{Setting: "pod-cidr", Value: c.PodCIDR, Problem: "is not a CIDR", Err: err})
 		} else if svc != nil && (pod.Contains(svc.IP) || svc.Contains(pod.IP)) {
-			add("--pod-cidr %s overlaps --service-cidr %s", c.PodCIDR, c.ServiceCIDR)
+			add(&SettingError{Setting: "pod-cidr", Value: pod, Problem: "overlaps {service-cidr} " + svc.String(), Others: []string{"service-cidr"}})
 		}
 	}
 	if msgs := validation.IsDNS1123Subdomain(c.ClusterDomain); len(msgs) > 0 {
-		add("--cluster-domain %q is invalid: %s", c.ClusterDomain, strings.Join(msgs, "; "))
+		add(&SettingError{Setting: "cluster-domain", Value: c.ClusterDomain, Problem: "is invalid", Err: errors.New(strings.Join(msgs, "; "))})
 	}
 	for _, san := range c.APIServerSANs {
 		if net.ParseIP(san) != nil {
 			continue
 		}
 		if msgs := validation.IsDNS1123Subdomain(strings.TrimPrefix(san, "*.")); len(msgs) > 0 {
-			add("--apiserver-san %q is neither an IP address nor a DNS name", san)
+			add(&SettingError{Setting: "apiserver-san", Value: san, Problem: "is neither an IP address nor a DNS name"})
 		}
 	}
 	errs = append(errs, c.validateVIP(adv, svc)...)
 	if c.LogVerbosity < 0 || c.LogVerbosity > 10 {
-		add("-v %d is out of range 0-10", c.LogVerbosity)
+		add(&SettingError{Setting: "v", Value: c.LogVerbosity, Problem: "is out of range 0-10"})
 	}
 	return errors.Join(errs...)
 }
@@ -197,19 +212,20 @@ func (c *Config) validateVIP(adv net.IP, svc *net.IPNet) []error {
 	if c.VIP == "" {
 		return errs
 	}
+	// A parsed address is shown as is, an unparsable one quoted.
 	vip := net.ParseIP(c.VIP)
 	switch {
 	case vip == nil:
-		errs = append(errs, fmt.Errorf("--vip %q is not an IP address", c.VIP))
+		errs = append(errs, &SettingError{Setting: "vip", Value: c.VIP, Problem: "is not an IP address"})
 	case vip.IsUnspecified() || vip.IsLoopback() || vip.IsMulticast() || vip.IsLinkLocalUnicast():
-		errs = append(errs, fmt.Errorf("--vip %s must be a routable unicast address of the masters' LAN", c.VIP))
+		errs = append(errs, &SettingError{Setting: "vip", Value: vip, Problem: "must be a routable unicast address of the masters' LAN"})
 	case adv != nil && vip.Equal(adv):
-		errs = append(errs, fmt.Errorf("--vip %s is this master's own address (--advertise-address); pick a free address of the same subnet", c.VIP))
+		errs = append(errs, &SettingError{Setting: "vip", Value: vip, Problem: "is this master's own address ({advertise-address}); pick a free address of the same subnet", Others: []string{"advertise-address"}})
 	case svc != nil && svc.Contains(vip):
-		errs = append(errs, fmt.Errorf("--vip %s lies in --service-cidr %s; pick an address of the masters' LAN", c.VIP, c.ServiceCIDR))
+		errs = append(errs, &SettingError{Setting: "vip", Value: vip, Problem: "lies in {service-cidr} " + c.ServiceCIDR + "; pick an address of the masters' LAN", Others: []string{"service-cidr"}})
 	}
-	if c.VIPLeaseTTL < 2 || c.VIPLeaseTTL > 60 {
-		errs = append(errs, fmt.Errorf("--vip-lease-ttl %d is out of range 2-60 seconds (etcd cannot keep a shorter lease reliably)", c.VIPLeaseTTL))
+	if c.VIPLeaseTTL < MinVIPLeaseTTL || c.VIPLeaseTTL > MaxVIPLeaseTTL {
+		errs = append(errs, &SettingError{Setting: "vip-lease-ttl", Value: c.VIPLeaseTTL, Problem: fmt.Sprintf("is out of range %d-%d seconds (etcd cannot keep a shorter lease reliably)", MinVIPLeaseTTL, MaxVIPLeaseTTL)})
 	}
 	return errs
 }
@@ -218,7 +234,7 @@ func (c *Config) validateVIP(adv net.IP, svc *net.IPNet) []error {
 // VIP is known (init: from the flags; join: from the cluster).
 func (c *Config) CheckIfaceHasVIP() error {
 	if c.VIP == "" && c.VIPInterface != "" {
-		return fmt.Errorf("--iface %s is set but the cluster has no VIP (init --vip sets one); drop --iface", c.VIPInterface)
+		return &SettingError{Setting: "iface", Value: c.VIPInterface, Problem: "is set but the cluster has no VIP (init {vip} sets one); drop {iface}", Others: []string{"vip", "iface"}}
 	}
 	return nil
 }
@@ -238,14 +254,14 @@ func (c *Config) APIServerURL() string {
 func ParseServiceCIDR(s string) (*net.IPNet, error) {
 	_, n, err := net.ParseCIDR(s)
 	if err != nil {
-		return nil, fmt.Errorf("--service-cidr %q is not a CIDR: %w", s, err)
+		return nil, &SettingError{Setting: "service-cidr", Value: s, Problem: "is not a CIDR", Err: err}
 	}
 	ones, bits := n.Mask.Size()
 	if bits-ones > 20 {
-		return nil, fmt.Errorf("--service-cidr %s is too large (more than 20 host bits); use a /12 or smaller", s)
+		return nil, &SettingError{Setting: "service-cidr", Value: n, Problem: "is too large (more than 20 host bits); use a /12 or smaller"}
 	}
 	if bits-ones < 2 {
-		return nil, fmt.Errorf("--service-cidr %s is too small; it must hold at least the kubernetes service", s)
+		return nil, &SettingError{Setting: "service-cidr", Value: n, Problem: "is too small; it must hold at least the kubernetes service"}
 	}
 	return n, nil
 }
@@ -302,20 +318,31 @@ func (c *Config) EtcdAdvertiseClientURL() string {
 	return "https://" + Host(c.AdvertiseAddress, c.EtcdClientPort)
 }
 
-// Paths of everything in the data directory, in one place.
-func (c *Config) PKIDir() string          { return filepath.Join(c.DataDir, "pki") }
-func (c *Config) EtcdDir() string         { return filepath.Join(c.DataDir, "etcd") }
-func (c *Config) StatePath() string       { return filepath.Join(c.DataDir, "state.json") }
-func (c *Config) AdminKubeconfig() string { return filepath.Join(c.DataDir, "admin.kubeconfig") }
+// Layout names the paths in the data directory.
+func (c *Config) Layout() layout.Layout { return layout.Layout{Root: c.DataDir} }
+
+// Deprecated: use Layout.
+func (c *Config) PKIDir() string { return c.Layout().PKIDir() }
+
+// Deprecated: use Layout.
+func (c *Config) EtcdDir() string { return c.Layout().EtcdDir() }
+
+// Deprecated: use Layout.
+func (c *Config) StatePath() string { return c.Layout().State() }
+
+// Deprecated: use Layout.
+func (c *Config) AdminKubeconfig() string { return c.Layout().AdminKubeconfig() }
+
+// Deprecated: use Layout.
 func (c *Config) ControllerManagerKubeconfig() string {
-	return filepath.Join(c.DataDir, "controller-manager.kubeconfig")
+	return c.Layout().ControllerManagerKubeconfig()
 }
-func (c *Config) SchedulerKubeconfig() string {
-	return filepath.Join(c.DataDir, "scheduler.kubeconfig")
-}
-func (c *Config) EncryptionConfigPath() string {
-	return filepath.Join(c.DataDir, "encryption-config.yaml")
-}
-func (c *Config) AuthenticationConfigPath() string {
-	return filepath.Join(c.DataDir, "authentication-config.yaml")
-}
+
+// Deprecated: use Layout.
+func (c *Config) SchedulerKubeconfig() string { return c.Layout().SchedulerKubeconfig() }
+
+// Deprecated: use Layout.
+func (c *Config) EncryptionConfigPath() string { return c.Layout().EncryptionConfig() }
+
+// Deprecated: use Layout.
+func (c *Config) AuthenticationConfigPath() string { return c.Layout().AuthenticationConfig() }

@@ -27,30 +27,30 @@ func TestValidate(t *testing.T) {
 		{"ipv6 service range", func(c *Config) { c.ServiceCIDR = "fd00:10:96::/112" }, nil},
 		{"pod range", func(c *Config) { c.PodCIDR = "10.244.0.0/16" }, nil},
 		{"extra SANs", func(c *Config) { c.APIServerSANs = []string{"api.example.test", "*.example.test", "198.51.100.1"} }, nil},
-		{"relative data dir", func(c *Config) { c.DataDir = "data" }, []string{"--data-dir", "absolute"}},
-		{"bad name", func(c *Config) { c.Name = "Master_1" }, []string{"--name", "Master_1"}},
-		{"not an IP", func(c *Config) { c.AdvertiseAddress = "example.com" }, []string{"--advertise-address", "not an IP"}},
-		{"unspecified advertise", func(c *Config) { c.AdvertiseAddress = "0.0.0.0" }, []string{"--advertise-address", "concrete"}},
-		{"bad bind", func(c *Config) { c.BindAddress = "any" }, []string{"--bind-address"}},
-		{"port out of range", func(c *Config) { c.APIServerPort = 70000 }, []string{"--apiserver-port", "out of range"}},
-		{"port zero", func(c *Config) { c.SchedulerPort = 0 }, []string{"--scheduler-port"}},
-		{"duplicate ports", func(c *Config) { c.EtcdPeerPort = c.EtcdClientPort }, []string{"--etcd-client-port", "--etcd-peer-port", "2379"}},
-		{"service range not a CIDR", func(c *Config) { c.ServiceCIDR = "10.96.0.0" }, []string{"--service-cidr", "not a CIDR"}},
-		{"service range too big", func(c *Config) { c.ServiceCIDR = "10.0.0.0/8" }, []string{"--service-cidr", "too large"}},
-		{"service range too small", func(c *Config) { c.ServiceCIDR = "10.96.0.0/31" }, []string{"--service-cidr", "too small"}},
-		{"overlapping pod range", func(c *Config) { c.PodCIDR = "10.96.0.0/16" }, []string{"--pod-cidr", "overlaps"}},
-		{"bad SAN", func(c *Config) { c.APIServerSANs = []string{"not a name"} }, []string{"--apiserver-san", "not a name"}},
-		{"bad domain", func(c *Config) { c.ClusterDomain = "-bad" }, []string{"--cluster-domain"}},
-		{"verbosity", func(c *Config) { c.LogVerbosity = 11 }, []string{"-v 11"}},
+		{"relative data dir", func(c *Config) { c.DataDir = "data" }, []string{"data-dir", "absolute"}},
+		{"bad name", func(c *Config) { c.Name = "Master_1" }, []string{"name", "Master_1"}},
+		{"not an IP", func(c *Config) { c.AdvertiseAddress = "example.com" }, []string{"advertise-address", "not an IP"}},
+		{"unspecified advertise", func(c *Config) { c.AdvertiseAddress = "0.0.0.0" }, []string{"advertise-address", "concrete"}},
+		{"bad bind", func(c *Config) { c.BindAddress = "any" }, []string{"bind-address"}},
+		{"port out of range", func(c *Config) { c.APIServerPort = 70000 }, []string{"apiserver-port", "out of range"}},
+		{"port zero", func(c *Config) { c.SchedulerPort = 0 }, []string{"scheduler-port"}},
+		{"duplicate ports", func(c *Config) { c.EtcdPeerPort = c.EtcdClientPort }, []string{"etcd-client-port", "etcd-peer-port", "2379"}},
+		{"service range not a CIDR", func(c *Config) { c.ServiceCIDR = "10.96.0.0" }, []string{"service-cidr", "not a CIDR"}},
+		{"service range too big", func(c *Config) { c.ServiceCIDR = "10.0.0.0/8" }, []string{"service-cidr", "too large"}},
+		{"service range too small", func(c *Config) { c.ServiceCIDR = "10.96.0.0/31" }, []string{"service-cidr", "too small"}},
+		{"overlapping pod range", func(c *Config) { c.PodCIDR = "10.96.0.0/16" }, []string{"pod-cidr", "overlaps"}},
+		{"bad SAN", func(c *Config) { c.APIServerSANs = []string{"not a name"} }, []string{"apiserver-san", "not a name"}},
+		{"bad domain", func(c *Config) { c.ClusterDomain = "-bad" }, []string{"cluster-domain"}},
+		{"verbosity", func(c *Config) { c.LogVerbosity = 11 }, []string{"v 11"}},
 		{"vip", func(c *Config) { c.VIP = "192.0.2.50" }, nil},
 		{"ipv6 vip", func(c *Config) { c.VIP = "2001:db8::50" }, nil},
-		{"vip not an IP", func(c *Config) { c.VIP = "vip.example" }, []string{"--vip", "not an IP"}},
-		{"vip is the node", func(c *Config) { c.VIP = "192.0.2.10" }, []string{"--vip 192.0.2.10", "own address"}},
-		{"vip loopback", func(c *Config) { c.VIP = "127.0.0.5" }, []string{"--vip", "routable unicast"}},
-		{"vip in service range", func(c *Config) { c.VIP = "10.96.0.50" }, []string{"--vip 10.96.0.50", "--service-cidr"}},
-		{"vip ttl short", func(c *Config) { c.VIP = "192.0.2.50"; c.VIPLeaseTTL = 1 }, []string{"--vip-lease-ttl 1"}},
+		{"vip not an IP", func(c *Config) { c.VIP = "vip.example" }, []string{"vip", "not an IP"}},
+		{"vip is the node", func(c *Config) { c.VIP = "192.0.2.10" }, []string{"vip 192.0.2.10", "own address"}},
+		{"vip loopback", func(c *Config) { c.VIP = "127.0.0.5" }, []string{"vip", "routable unicast"}},
+		{"vip in service range", func(c *Config) { c.VIP = "10.96.0.50" }, []string{"vip 10.96.0.50", "service-cidr"}},
+		{"vip ttl short", func(c *Config) { c.VIP = "192.0.2.50"; c.VIPLeaseTTL = 1 }, []string{"vip-lease-ttl 1"}},
 		{"vip ttl ignored without vip", func(c *Config) { c.VIPLeaseTTL = 0 }, nil},
-		{"several at once", func(c *Config) { c.APIServerPort = -1; c.Name = "" }, []string{"--apiserver-port", "--name"}},
+		{"several at once", func(c *Config) { c.APIServerPort = -1; c.Name = "" }, []string{"apiserver-port", "name"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -81,7 +81,7 @@ func TestIfaceNeedsVIP(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("--iface alone must pass Validate (a joiner learns the VIP later): %v", err)
 	}
-	if err := c.CheckIfaceHasVIP(); err == nil || !strings.Contains(err.Error(), "--iface eth0") {
+	if err := c.CheckIfaceHasVIP(); err == nil || !strings.Contains(err.Error(), `iface "eth0"`) {
 		t.Errorf("CheckIfaceHasVIP without a VIP: %v", err)
 	}
 	c.VIP = "192.0.2.50"

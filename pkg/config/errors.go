@@ -1,0 +1,85 @@
+package config
+
+import (
+	"fmt"
+	"strings"
+)
+
+// SettingError is a problem with one setting. It names the setting by its
+// config-file key, which is its flag's name without the dashes ("vip",
+// "service-cidr", "v"): library packages do not know whether a value came
+// from a flag or from the file, so only cmd/ words it as a flag (Format).
+type SettingError struct {
+	// Setting is the config-file key.
+	Setting string
+	// Value is the value the message shows: a string is quoted (as given,
+	// it may not parse), anything else (an int, a parsed address) printed
+	// as is; nil shows none.
+	Value any
+	// Problem says what is wrong ("is not an IP address"). Other settings
+	// it mentions are written {key} and listed in Others, so that they are
+	// worded like Setting.
+	Problem string
+	// Others are the settings Problem mentions.
+	Others []string
+	// Err is the underlying cause, if any; it follows after a colon.
+	Err error
+}
+
+// Error words the problem with config-file keys: vip "x" is not an IP
+// address.
+func (e *SettingError) Error() string {
+	return e.Format(func(key string) string { return key })
+}
+
+// Format words the problem with each setting named by name(key); the
+// command line passes a function that returns the flag ("--vip").
+func (e *SettingError) Format(name func(key string) string) string {
+	var b strings.Builder
+	b.WriteString(name(e.Setting))
+	switch v := e.Value.(type) {
+	case nil:
+	case string:
+		fmt.Fprintf(&b, " %q", v)
+	default:
+		fmt.Fprintf(&b, " %v", v)
+	}
+	if e.Problem != "" {
+		p := e.Problem
+		for _, o := range e.Others {
+			p = strings.ReplaceAll(p, "{"+o+"}", name(o))
+		}
+		b.WriteString(" " + p)
+	}
+	if e.Err != nil {
+		b.WriteString(": " + e.Err.Error())
+	}
+	return b.String()
+}
+
+func (e *SettingError) Unwrap() error { return e.Err }
+
+// SettingErrors lists every SettingError in err's tree (errors.Join and
+// %w wrapping), outermost first.
+func SettingErrors(err error) []*SettingError {
+	var out []*SettingError
+	var walk func(error)
+	walk = func(err error) {
+		if err == nil {
+			return
+		}
+		if se, ok := err.(*SettingError); ok {
+			out = append(out, se)
+		}
+		switch u := err.(type) {
+		case interface{ Unwrap() error }:
+			walk(u.Unwrap())
+		case interface{ Unwrap() []error }:
+			for _, e := range u.Unwrap() {
+				walk(e)
+			}
+		}
+	}
+	walk(err)
+	return out
+}
