@@ -9,14 +9,16 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
-	"strings"
 
 	"github.com/k8s-master/k8s-master/pkg/config"
+	"github.com/k8s-master/k8s-master/pkg/layout"
 )
 
 // InitMarker exists while init writes a new cluster; a data directory that
 // still has it never held a working cluster and may be started over.
-const InitMarker = ".init-incomplete"
+//
+// Deprecated: use config.Layout().InitMarker().
+var InitMarker = layout.Layout{}.InitMarker()
 
 // LeavingMarker exists while `leave` takes this master out of the cluster:
 // the running master then treats its etcd member's removal as a clean stop.
@@ -24,19 +26,13 @@ const LeavingMarker = ".leaving"
 
 // ControlSocket is the running master's control socket (pkg/control); a
 // master that crashed leaves it behind, replaced at the next start.
-const ControlSocket = "control.sock"
+//
+// Deprecated: use config.Layout().ControlSocket().
+var ControlSocket = layout.Layout{}.ControlSocket()
 
-// ownEntries are what init writes at the top of the data directory.
-var ownEntries = []string{
-	"pki", "etcd", "state.json", "admin.kubeconfig", "controller-manager.kubeconfig",
-	"scheduler.kubeconfig", "encryption-config.yaml", "authentication-config.yaml", InitMarker,
-	"token", LeavingMarker, ControlSocket,
-}
-
-// IsLogEntry tells log files (ours, possibly rotated) apart from state.
-func IsLogEntry(name string) bool {
-	return strings.HasPrefix(name, "k8s-master") && (strings.HasSuffix(name, ".log") || strings.Contains(name, ".log.") || strings.HasSuffix(name, ".log.gz") || strings.Contains(name, ".log-"))
-}
+// ownEntries are what a master writes at the top of the data directory:
+// init's entries, the leave marker and a crashed master's control socket.
+var ownEntries = append(layout.InitEntries(), LeavingMarker, ControlSocket)
 
 // Contents describes what a data directory holds before init.
 type Contents struct {
@@ -51,7 +47,7 @@ type Contents struct {
 
 // Inspect reads the data directory of c; a missing directory is empty.
 func Inspect(c *config.Config) (*Contents, error) {
-	st, err := config.ReadState(c.StatePath())
+	st, err := config.ReadState(c.Layout().State())
 	if err == nil {
 		return &Contents{State: st}, nil
 	}
@@ -71,7 +67,7 @@ func Inspect(c *config.Config) (*Contents, error) {
 		switch {
 		case name == InitMarker:
 			ds.Incomplete = true
-		case IsLogEntry(name), name == lockFile, name == ControlSocket, strings.HasPrefix(name, ".write-test-"), strings.HasPrefix(name, ".state.json.tmp"):
+		case layout.IsRuntime(name):
 		default:
 			ds.Foreign = append(ds.Foreign, name)
 		}

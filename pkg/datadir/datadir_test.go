@@ -42,7 +42,7 @@ func TestInspect(t *testing.T) {
 	t.Run("initialised", func(t *testing.T) {
 		d := t.TempDir()
 		c := cfg(d)
-		if err := config.WriteState(c.StatePath(), &config.State{ClusterID: "x", CAPin: "sha256:1"}); err != nil {
+		if err := config.WriteState(c.Layout().State(), &config.State{ClusterID: "x", CAPin: "sha256:1"}); err != nil {
 			t.Fatal(err)
 		}
 		got, err := Inspect(c)

@@ -5,26 +5,26 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/k8s-master/k8s-master/pkg/layout"
 	"github.com/k8s-master/k8s-master/pkg/poll"
 )
 
 // lockFile is held (flock) by the master running on a data directory and
 // holds its pid, so that a second master on the same directory is refused
 // and `leave` can find the running one.
-const lockFile = ".lock"
+func lockFile(dir string) string { return layout.Layout{Root: dir}.Lock() }
 
 // Lock is a held data-directory lock.
 type Lock struct{ f *os.File }
 
 // Acquire takes the lock or says which process holds it.
 func Acquire(dir string) (*Lock, error) {
-	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(lockFile(dir), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("lock data directory %s: %w", dir, err)
 	}
@@ -52,7 +52,7 @@ func (l *Lock) Release() {
 }
 
 func readPID(dir string) (int, error) {
-	data, err := os.ReadFile(filepath.Join(dir, lockFile))
+	data, err := os.ReadFile(lockFile(dir))
 	if err != nil {
 		return 0, err
 	}
@@ -61,7 +61,7 @@ func readPID(dir string) (int, error) {
 
 // Running returns the pid of the master holding the lock, if any.
 func Running(dir string) (int, bool) {
-	f, err := os.OpenFile(filepath.Join(dir, lockFile), os.O_RDWR, 0)
+	f, err := os.OpenFile(lockFile(dir), os.O_RDWR, 0)
 	if err != nil {
 		return 0, false
 	}

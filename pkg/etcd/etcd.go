@@ -108,7 +108,7 @@ func (m *Member) WaitReady(ctx context.Context) error {
 func embedConfig(c *config.Config, o Options) (*embed.Config, error) {
 	cfg := embed.NewConfig()
 	cfg.Name = c.Name
-	cfg.Dir = c.EtcdDir()
+	cfg.Dir = c.Layout().EtcdDir()
 	peer, err := url.Parse(c.EtcdPeerURL())
 	if err != nil {
 		return nil, err
@@ -152,7 +152,7 @@ func embedConfig(c *config.Config, o Options) (*embed.Config, error) {
 	cfg.TickMs = HeartbeatInterval
 	cfg.ElectionMs = ElectionTimeout
 
-	dir := pki.EtcdDir(c.PKIDir())
+	dir := c.Layout().EtcdPKIDir()
 	tls := transport.TLSInfo{
 		TrustedCAFile:  pki.CertPath(dir, pki.EtcdCA),
 		ClientCertAuth: true,
@@ -189,16 +189,17 @@ func (m *Member) Close() { m.etcd.Close() }
 
 // ClientTLS returns the files a local client (the apiserver) presents.
 func ClientTLS(c *config.Config) transport.TLSInfo {
+	l := c.Layout()
 	return transport.TLSInfo{
-		TrustedCAFile: pki.CertPath(pki.EtcdDir(c.PKIDir()), pki.EtcdCA),
-		CertFile:      pki.CertPath(c.PKIDir(), pki.APIServerEtcdClient),
-		KeyFile:       pki.KeyPath(c.PKIDir(), pki.APIServerEtcdClient),
+		TrustedCAFile: pki.CertPath(l.EtcdPKIDir(), pki.EtcdCA),
+		CertFile:      pki.CertPath(l.PKIDir(), pki.APIServerEtcdClient),
+		KeyFile:       pki.KeyPath(l.PKIDir(), pki.APIServerEtcdClient),
 	}
 }
 
 // HasData tells whether the data directory already holds a member's data.
 func HasData(c *config.Config) bool {
-	ok, _ := filepath.Glob(filepath.Join(c.EtcdDir(), "member", "wal", "*.wal"))
+	ok, _ := filepath.Glob(filepath.Join(c.Layout().EtcdWALDir(), "*.wal"))
 	return len(ok) > 0
 }
 

@@ -73,7 +73,7 @@ func TestStoredClusterIDMatchesRunningMember(t *testing.T) {
 	// Same name, same peer URL, another token: another cluster ID.
 	c2 := *c
 	c2.DataDir = t.TempDir()
-	if err := os.CopyFS(c2.PKIDir(), os.DirFS(c.PKIDir())); err != nil {
+	if err := os.CopyFS(c2.Layout().PKIDir(), os.DirFS(c.Layout().PKIDir())); err != nil {
 		t.Fatal(err)
 	}
 	if other := runOnce(t, &c2, Options{ClusterState: "new", ClusterToken: "token-b"}); other == id {
@@ -84,7 +84,7 @@ func TestStoredClusterIDMatchesRunningMember(t *testing.T) {
 func TestStoredClusterIDDamagedWAL(t *testing.T) {
 	c := config.Default()
 	c.DataDir = t.TempDir()
-	walDir := filepath.Join(c.EtcdDir(), "member", "wal")
+	walDir := c.Layout().EtcdWALDir()
 	os.MkdirAll(walDir, 0o700)
 	os.WriteFile(filepath.Join(walDir, "0000000000000000-0000000000000000.wal"), []byte("garbage that is not a WAL"), 0o600)
 	if _, err := StoredClusterID(&c); err == nil || errors.Is(err, ErrNoData) {

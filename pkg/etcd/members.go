@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"path/filepath"
 	"sort"
 	"time"
 
@@ -33,7 +32,7 @@ type MemberInfo struct {
 func LiveMembers(ctx context.Context, c *config.Config, timeout time.Duration) ([]MemberInfo, error) {
 	tlsCfg, err := ClientTLS(c).ClientConfig()
 	if err != nil {
-		return nil, fmt.Errorf("etcd client credentials in %s: %w", c.PKIDir(), err)
+		return nil, fmt.Errorf("etcd client credentials in %s: %w", c.Layout().PKIDir(), err)
 	}
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:   []string{c.LocalEtcdURL()},
@@ -65,7 +64,7 @@ func LiveMembers(ctx context.Context, c *config.Config, timeout time.Duration) (
 // StoredMembers reads the member list from a stopped member's backend
 // (DATA_DIR/etcd/member/snap/db) without starting it.
 func StoredMembers(c *config.Config) ([]MemberInfo, error) {
-	path := filepath.Join(c.EtcdDir(), "member", "snap", "db")
+	path := c.Layout().EtcdBackend()
 	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
 	if errors.Is(err, bolt.ErrTimeout) {
 		return nil, fmt.Errorf("%s is in use: a k8s-master process still runs this data directory", path)

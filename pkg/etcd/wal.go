@@ -25,7 +25,7 @@ var ErrNoData = errors.New("no etcd member data")
 // etcd data is refused before anything in it is written. Every WAL segment
 // starts with a CRC record and a metadata record naming the cluster.
 func StoredClusterID(c *config.Config) (string, error) {
-	segments, err := filepath.Glob(filepath.Join(c.EtcdDir(), "member", "wal", "*.wal"))
+	segments, err := filepath.Glob(filepath.Join(c.Layout().EtcdWALDir(), "*.wal"))
 	if err != nil {
 		return "", err
 	}

@@ -7,9 +7,13 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"path/filepath"
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/k8s-master/k8s-master/pkg/layout"
+	"github.com/k8s-master/k8s-master/pkg/pki"
 )
 
 // Path of the one endpoint of the join service.
@@ -93,14 +97,20 @@ type Response struct {
 }
 
 // SharedFiles are the data-directory files every master of a cluster has
-// alike; the joiner writes them all 0600 except certificates and the SA
-// public key.
-var SharedFiles = []string{
-	"pki/ca.crt", "pki/ca.key",
-	"pki/front-proxy-ca.crt", "pki/front-proxy-ca.key",
-	"pki/etcd/ca.crt", "pki/etcd/ca.key",
-	"pki/sa.key", "pki/sa.pub",
-	"encryption-config.yaml",
+// alike, relative to the data directory (the zero Layout's paths: the keys
+// of Response.Files); the joiner writes them all 0600 except certificates
+// and the SA public key.
+var SharedFiles = sharedFiles(layout.Layout{})
+
+func sharedFiles(l layout.Layout) []string {
+	p, e := l.PKIDir(), l.EtcdPKIDir()
+	return []string{
+		pki.CertPath(p, pki.ClusterCA), pki.KeyPath(p, pki.ClusterCA),
+		pki.CertPath(p, pki.FrontProxyCA), pki.KeyPath(p, pki.FrontProxyCA),
+		pki.CertPath(e, pki.EtcdCA), pki.KeyPath(e, pki.EtcdCA),
+		filepath.Join(p, pki.SAKey), filepath.Join(p, pki.SAPub),
+		l.EncryptionConfig(),
+	}
 }
 
 // ErrorResponse is the body of every refusal.

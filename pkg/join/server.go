@@ -54,7 +54,7 @@ func NewServer(c *config.Config, st *config.State, cli *clientv3.Client) *Server
 
 // Start listens on the join port and serves until Close.
 func (s *Server) Start() error {
-	p := s.cfg.PKIDir()
+	p := s.cfg.Layout().PKIDir()
 	leaf, err := tls.LoadX509KeyPair(pki.CertPath(p, pki.JoinService), pki.KeyPath(p, pki.JoinService))
 	if err != nil {
 		return fmt.Errorf("join service certificate: %w", err)

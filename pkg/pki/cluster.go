@@ -5,7 +5,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -14,6 +13,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/k8s-master/k8s-master/pkg/apiserverconfig"
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/fsutil"
 )
@@ -44,18 +44,16 @@ const (
 	JoinService            = "join-service"
 )
 
-// EtcdDir is where the etcd CA and member certificates live.
-func EtcdDir(pkiDir string) string { return filepath.Join(pkiDir, "etcd") }
-
 // CreateClusterSecrets makes what every master of one cluster shares: the
 // three CAs, the service-account key pair and the secrets-encryption key.
 // It refuses to overwrite any of them.
 func CreateClusterSecrets(c *config.Config, now time.Time) error {
-	dir := c.PKIDir()
+	l := c.Layout()
+	dir := l.PKIDir()
 	for _, ca := range []struct{ dir, name, cn string }{
 		{dir, ClusterCA, "kubernetes"},
 		{dir, FrontProxyCA, "front-proxy-ca"},
-		{EtcdDir(dir), EtcdCA, "etcd-ca"},
+		{l.EtcdPKIDir(), EtcdCA, "etcd-ca"},
 	} {
 		if _, created, err := LoadOrCreateCA(ca.dir, ca.name, ca.cn, now); err != nil {
 			return err
@@ -66,7 +64,7 @@ func CreateClusterSecrets(c *config.Config, now time.Time) error {
 	if err := writeSAKeyPair(dir); err != nil {
 		return err
 	}
-	return WriteEncryptionConfig(c.EncryptionConfigPath())
+	return apiserverconfig.WriteEncryptionConfig(l)
 }
 
 func writeSAKeyPair(dir string) error {
@@ -91,32 +89,6 @@ func writeSAKeyPair(dir string) error {
 	return fsutil.WriteFileAtomic(filepath.Join(dir, SAPub), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pubDER}), 0o644)
 }
 
-// WriteEncryptionConfig writes an EncryptionConfiguration that encrypts
-// Secrets with a fresh secretbox key (XSalsa20-Poly1305, the local provider
-// upstream recommends over aescbc); identity stays readable as a fallback so
-// objects written before encryption was on can still be read.
-func WriteEncryptionConfig(path string) error {
-	if _, err := os.Stat(path); err == nil {
-		return fmt.Errorf("%s already exists; refusing to replace the secrets encryption key", path)
-	}
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
-		return err
-	}
-	doc := fmt.Sprintf(`apiVersion: apiserver.config.k8s.io/v1
-kind: EncryptionConfiguration
-resources:
-- resources: [secrets]
-  providers:
-  - secretbox:
-      keys:
-      - name: key1
-        secret: %s
-  - identity: {}
-`, base64.StdEncoding.EncodeToString(key))
-	return fsutil.WriteFileAtomic(path, []byte(doc), 0o600)
-}
-
 // ClusterCAs are the loaded authorities a master signs its leaves with.
 type ClusterCAs struct {
 	Cluster, FrontProxy, Etcd *CA
@@ -124,7 +96,7 @@ type ClusterCAs struct {
 
 // LoadClusterCAs loads the three CAs from the data directory.
 func LoadClusterCAs(c *config.Config) (*ClusterCAs, error) {
-	dir := c.PKIDir()
+	dir := c.Layout().PKIDir()
 	var cas ClusterCAs
 	var err error
 	if cas.Cluster, err = LoadCA(dir, ClusterCA); err != nil {
@@ -133,7 +105,7 @@ func LoadClusterCAs(c *config.Config) (*ClusterCAs, error) {
 	if cas.FrontProxy, err = LoadCA(dir, FrontProxyCA); err != nil {
 		return nil, fmt.Errorf("load front-proxy CA: %w", err)
 	}
-	if cas.Etcd, err = LoadCA(EtcdDir(dir), EtcdCA); err != nil {
+	if cas.Etcd, err = LoadCA(c.Layout().EtcdPKIDir(), EtcdCA); err != nil {
 		return nil, fmt.Errorf("load etcd CA: %w", err)
 	}
 	return &cas, nil
@@ -167,7 +139,7 @@ func APIServerSANs(c *config.Config) ([]string, []net.IP, error) {
 // EnsureLeaves issues or renews every leaf certificate this master needs
 // and reports how many it (re)wrote.
 func EnsureLeaves(c *config.Config, cas *ClusterCAs, now time.Time) (int, error) {
-	dir := c.PKIDir()
+	dir, etcdDir := c.Layout().PKIDir(), c.Layout().EtcdPKIDir()
 	apiDNS, apiIPs, err := APIServerSANs(c)
 	if err != nil {
 		return 0, err
@@ -193,8 +165,8 @@ func EnsureLeaves(c *config.Config, cas *ClusterCAs, now time.Time) (int, error)
 		{cas.Cluster, dir, LeafSpec{Name: APIServerKubeletClient, CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}, Usage: ClientAuth}},
 		{cas.Etcd, dir, LeafSpec{Name: APIServerEtcdClient, CommonName: "kube-apiserver-etcd-client", Usage: ClientAuth}},
 		{cas.FrontProxy, dir, LeafSpec{Name: FrontProxyClient, CommonName: "front-proxy-client", Usage: ClientAuth}},
-		{cas.Etcd, EtcdDir(dir), LeafSpec{Name: EtcdServer, CommonName: c.Name, DNSNames: etcdDNS, IPs: etcdIPs, Usage: ServerAuth | ClientAuth}},
-		{cas.Etcd, EtcdDir(dir), LeafSpec{Name: EtcdPeer, CommonName: c.Name, DNSNames: etcdDNS, IPs: etcdIPs, Usage: ServerAuth | ClientAuth}},
+		{cas.Etcd, etcdDir, LeafSpec{Name: EtcdServer, CommonName: c.Name, DNSNames: etcdDNS, IPs: etcdIPs, Usage: ServerAuth | ClientAuth}},
+		{cas.Etcd, etcdDir, LeafSpec{Name: EtcdPeer, CommonName: c.Name, DNSNames: etcdDNS, IPs: etcdIPs, Usage: ServerAuth | ClientAuth}},
 		{cas.Cluster, dir, LeafSpec{Name: ControllerManager, CommonName: "system:kube-controller-manager", Usage: ClientAuth}},
 		{cas.Cluster, dir, LeafSpec{Name: ControllerManagerTLS, CommonName: "kube-controller-manager", DNSNames: loopDNS, IPs: loopIPs, Usage: ServerAuth}},
 		{cas.Cluster, dir, LeafSpec{Name: Scheduler, CommonName: "system:kube-scheduler", Usage: ClientAuth}},
@@ -217,13 +189,14 @@ func EnsureLeaves(c *config.Config, cas *ClusterCAs, now time.Time) (int, error)
 
 // ReadPin returns the pin of the cluster CA stored under the data directory.
 func ReadPin(c *config.Config) (string, error) {
-	data, err := os.ReadFile(CertPath(c.PKIDir(), ClusterCA))
+	path := CertPath(c.Layout().PKIDir(), ClusterCA)
+	data, err := os.ReadFile(path)
 	if err != nil {
 		return "", err
 	}
 	cert, err := ParseCert(data)
 	if err != nil {
-		return "", errors.Join(fmt.Errorf("%s", CertPath(c.PKIDir(), ClusterCA)), err)
+		return "", errors.Join(fmt.Errorf("%s", path), err)
 	}
 	return Pin(cert), nil
 }

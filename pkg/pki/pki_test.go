@@ -100,7 +100,7 @@ func TestLoadOrCreateCARefusesHalfPair(t *testing.T) {
 func TestLeafCertificates(t *testing.T) {
 	now := time.Now()
 	c, cas := newTestPKI(t, now)
-	p := c.PKIDir()
+	p := c.Layout().PKIDir()
 
 	type want struct {
 		path    string
@@ -112,7 +112,7 @@ func TestLeafCertificates(t *testing.T) {
 		ips     []string
 		noExtra bool
 	}
-	etcdDir := EtcdDir(p)
+	etcdDir := c.Layout().EtcdPKIDir()
 	server := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
 	client := []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
 	both := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
@@ -192,7 +192,7 @@ func TestLeafCertificates(t *testing.T) {
 		assertMode(t, strings.TrimSuffix(ca, ".crt")+".key", 0o600)
 	}
 	assertMode(t, filepath.Join(p, SAKey), 0o600)
-	assertMode(t, c.EncryptionConfigPath(), 0o600)
+	assertMode(t, c.Layout().EncryptionConfig(), 0o600)
 }
 
 func assertMode(t *testing.T, path string, want os.FileMode) {
@@ -210,12 +210,12 @@ func assertMode(t *testing.T, path string, want os.FileMode) {
 func TestEnsureLeavesRenewsOnlyWhatChanged(t *testing.T) {
 	now := time.Now()
 	c, cas := newTestPKI(t, now)
-	before := loadCert(t, CertPath(c.PKIDir(), APIServer)).SerialNumber
+	before := loadCert(t, CertPath(c.Layout().PKIDir(), APIServer)).SerialNumber
 
 	if n, err := EnsureLeaves(c, cas, now.Add(time.Hour)); err != nil || n != 0 {
 		t.Fatalf("second EnsureLeaves rewrote %d certificates (err %v), want 0", n, err)
 	}
-	if got := loadCert(t, CertPath(c.PKIDir(), APIServer)).SerialNumber; got.Cmp(before) != 0 {
+	if got := loadCert(t, CertPath(c.Layout().PKIDir(), APIServer)).SerialNumber; got.Cmp(before) != 0 {
 		t.Fatal("apiserver certificate was re-issued although nothing changed")
 	}
 
@@ -228,7 +228,7 @@ func TestEnsureLeavesRenewsOnlyWhatChanged(t *testing.T) {
 	if n != 4 {
 		t.Errorf("changing the advertise address re-issued %d certificates, want 4 (apiserver, etcd server, etcd peer, join service)", n)
 	}
-	cert := loadCert(t, CertPath(c.PKIDir(), APIServer))
+	cert := loadCert(t, CertPath(c.Layout().PKIDir(), APIServer))
 	if !slices.ContainsFunc(cert.IPAddresses, func(ip net.IP) bool { return ip.String() == "192.0.2.99" }) {
 		t.Errorf("re-issued certificate lacks the new address: %v", cert.IPAddresses)
 	}
@@ -242,7 +242,7 @@ func TestEnsureLeavesRenewsOnlyWhatChanged(t *testing.T) {
 func TestEnsureLeafReplacesForeignOrBrokenPair(t *testing.T) {
 	now := time.Now()
 	c, cas := newTestPKI(t, now)
-	p := c.PKIDir()
+	p := c.Layout().PKIDir()
 
 	other, err := NewCA("someone-else", now)
 	if err != nil {
@@ -272,11 +272,11 @@ func TestEnsureLeafReplacesForeignOrBrokenPair(t *testing.T) {
 
 func TestCreateClusterSecretsRefusesToOverwrite(t *testing.T) {
 	c, _ := newTestPKI(t, time.Now())
-	before, _ := os.ReadFile(KeyPath(c.PKIDir(), ClusterCA))
+	before, _ := os.ReadFile(KeyPath(c.Layout().PKIDir(), ClusterCA))
 	if err := CreateClusterSecrets(c, time.Now()); err == nil {
 		t.Fatal("CreateClusterSecrets overwrote an existing cluster")
 	}
-	after, _ := os.ReadFile(KeyPath(c.PKIDir(), ClusterCA))
+	after, _ := os.ReadFile(KeyPath(c.Layout().PKIDir(), ClusterCA))
 	if string(before) != string(after) {
 		t.Fatal("the cluster CA key changed")
 	}
@@ -284,7 +284,7 @@ func TestCreateClusterSecretsRefusesToOverwrite(t *testing.T) {
 
 func TestEncryptionConfig(t *testing.T) {
 	c, _ := newTestPKI(t, time.Now())
-	data, err := os.ReadFile(c.EncryptionConfigPath())
+	data, err := os.ReadFile(c.Layout().EncryptionConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -314,7 +314,7 @@ func TestEncryptionConfig(t *testing.T) {
 
 	// A second cluster gets a different key.
 	c2, _ := newTestPKI(t, time.Now())
-	data2, _ := os.ReadFile(c2.EncryptionConfigPath())
+	data2, _ := os.ReadFile(c2.Layout().EncryptionConfig())
 	if string(data) == string(data2) {
 		t.Fatal("two clusters got the same encryption key")
 	}

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/k8s-master/k8s-master/pkg/layout"
 )
 
 // Port is one listening socket a master will open.
@@ -129,7 +131,7 @@ func CheckDataDir(dir string) (created bool, err error) {
 	case err != nil:
 		return false, fmt.Errorf("cannot use data directory %s: %w", dir, err)
 	}
-	probe, err := os.CreateTemp(dir, ".write-test-*")
+	probe, err := os.CreateTemp(dir, layout.WriteProbePattern)
 	if err != nil {
 		if created {
 			os.Remove(dir)
