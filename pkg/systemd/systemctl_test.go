@@ -8,50 +8,27 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/k8s-master/k8s-master/internal/testkit"
 )
 
-// fakeSystemctl puts a systemctl on PATH that logs its arguments to
-// DIR/calls, copies the runtime drop-in into the log when asked to start,
-// plays a few STATUS lines while "starting", and fails the start when
-// DIR/fail-start exists.
-func fakeSystemctl(t *testing.T) (dir string) {
+// fakeSystemctl puts a systemctl on PATH (internal/testkit) that plays a
+// few STATUS lines while "starting".
+func fakeSystemctl(t *testing.T) *testkit.Systemctl {
 	t.Helper()
-	dir = t.TempDir()
-	script := `#!/bin/sh
-d=` + dir + `
-echo "$*" >> $d/calls
-case "$1" in
-show) cat $d/status 2>/dev/null; exit 0 ;;
-is-active) [ -f $d/active ]; exit $? ;;
-start)
-  cat $d/run/k8s-master.service.d/*.conf >> $d/calls
-  for s in "etcd member ready" "kube-apiserver ready" "ready in 3.0 s"; do
-    echo "$s" > $d/status; sleep 0.3
-  done
-  if [ -f $d/fail-start ]; then echo "Job for k8s-master.service failed." >&2; exit 1; fi
-  [ -f $d/exits-at-once ] || touch $d/active ;;
-esac
-exit 0
-`
-	bin := filepath.Join(dir, "bin")
-	if err := os.MkdirAll(bin, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(bin, "systemctl"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
-	return dir
+	return testkit.FakeSystemctl(t, testkit.SystemctlOptions{
+		Progress: []string{"etcd member ready", "kube-apiserver ready", "ready in 3.0 s"},
+	})
 }
 
 func TestStartWith(t *testing.T) {
-	dir := fakeSystemctl(t)
+	fake := fakeSystemctl(t)
 	var out bytes.Buffer
-	s := &Service{Unit: "k8s-master.service", RuntimeDir: filepath.Join(dir, "run"), Out: &out, Poll: 50 * time.Millisecond}
+	s := &Service{Unit: "k8s-master.service", RuntimeDir: fake.RuntimeDir, Out: &out, Poll: 50 * time.Millisecond}
 	if err := s.StartWith(context.Background(), []string{"/usr/bin/k8s-master", "init", "--foreground", "--name", `odd "name" $x 50%`}); err != nil {
 		t.Fatal(err)
 	}
-	calls, _ := os.ReadFile(filepath.Join(dir, "calls"))
+	calls := fake.Calls()
 	want := []string{
 		"daemon-reload",
 		"enable k8s-master.service",
@@ -59,7 +36,7 @@ func TestStartWith(t *testing.T) {
 		"[Service]\nExecStart=\nExecStart=/usr/bin/k8s-master \"init\" \"--foreground\" \"--name\" \"odd \\\"name\\\" $$x 50%%\"\n",
 		"daemon-reload",
 	}
-	rest := string(calls)
+	rest := calls
 	for _, w := range want {
 		i := strings.Index(rest, w)
 		if i < 0 {
@@ -67,7 +44,7 @@ func TestStartWith(t *testing.T) {
 		}
 		rest = rest[i+len(w):]
 	}
-	if _, err := os.Stat(filepath.Join(dir, "run", "k8s-master.service.d")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(fake.RuntimeDir, "k8s-master.service.d")); !os.IsNotExist(err) {
 		t.Errorf("runtime drop-in left behind: %v", err)
 	}
 	// Progress: the service's status lines, each once.
@@ -82,31 +59,27 @@ func TestStartWith(t *testing.T) {
 }
 
 func TestStartWithFailure(t *testing.T) {
-	dir := fakeSystemctl(t)
-	if err := os.WriteFile(filepath.Join(dir, "fail-start"), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s := &Service{Unit: "k8s-master.service", RuntimeDir: filepath.Join(dir, "run"), Poll: 50 * time.Millisecond}
+	fake := fakeSystemctl(t)
+	fake.Fail(t, "start")
+	s := &Service{Unit: "k8s-master.service", RuntimeDir: fake.RuntimeDir, Poll: 50 * time.Millisecond}
 	err := s.StartWith(context.Background(), []string{"/usr/bin/k8s-master", "init"})
 	if err == nil || !strings.Contains(err.Error(), "did not become ready") || !strings.Contains(err.Error(), "Job for k8s-master.service failed") || !strings.Contains(err.Error(), "journalctl -u k8s-master.service") {
 		t.Fatalf("error = %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "run", "k8s-master.service.d")); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(fake.RuntimeDir, "k8s-master.service.d")); !os.IsNotExist(err) {
 		t.Errorf("runtime drop-in left behind after a failure: %v", err)
 	}
-	calls, _ := os.ReadFile(filepath.Join(dir, "calls"))
-	if !strings.HasSuffix(string(calls), "daemon-reload\n") {
+	calls := fake.Calls()
+	if !strings.HasSuffix(calls, "daemon-reload\n") {
 		t.Errorf("no daemon-reload after removing the drop-in:\n%s", calls)
 	}
 }
 
 // A service that exits right after reporting ready is not a success.
 func TestStartWithExitsAtOnce(t *testing.T) {
-	dir := fakeSystemctl(t)
-	if err := os.WriteFile(filepath.Join(dir, "exits-at-once"), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	s := &Service{Unit: "k8s-master.service", RuntimeDir: filepath.Join(dir, "run"), Poll: 50 * time.Millisecond}
+	fake := fakeSystemctl(t)
+	fake.Fail(t, "exits-at-once")
+	s := &Service{Unit: "k8s-master.service", RuntimeDir: fake.RuntimeDir, Poll: 50 * time.Millisecond}
 	err := s.StartWith(context.Background(), []string{"/usr/bin/k8s-master", "init"})
 	if err == nil || !strings.Contains(err.Error(), "stopped right after starting") {
 		t.Fatalf("error = %v", err)
