@@ -3,29 +3,21 @@ package etcd
 import (
 	"context"
 	"errors"
-	"net"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"github.com/k8s-master/k8s-master/internal/testkit"
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/pki"
 )
 
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 func newMember(t *testing.T, dir string) *config.Config {
 	c := config.Default()
 	c.DataDir, c.Name, c.AdvertiseAddress = dir, "m1", "127.0.0.1"
-	c.EtcdClientPort, c.EtcdPeerPort, c.EtcdMetricsPort = freePort(t), freePort(t), freePort(t)
+	ports := testkit.FreePorts(t, 3)
+	c.EtcdClientPort, c.EtcdPeerPort, c.EtcdMetricsPort = ports[0], ports[1], ports[2]
 	if err := pki.CreateClusterSecrets(&c, time.Now()); err != nil {
 		t.Fatal(err)
 	}

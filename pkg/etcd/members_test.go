@@ -8,8 +8,8 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/k8s-master/k8s-master/internal/testkit"
 	"github.com/k8s-master/k8s-master/pkg/config"
-	"github.com/k8s-master/k8s-master/pkg/etcd/etcdtest"
 )
 
 // backend is where etcd keeps the member's database.
@@ -18,7 +18,7 @@ func backend(dir string) string { return filepath.Join(dir, "etcd", "member", "s
 func TestStoredMembers(t *testing.T) {
 	c := config.Default()
 	c.DataDir = t.TempDir()
-	etcdtest.WriteMembers(t, backend(c.DataDir), map[string]string{
+	testkit.WriteEtcdMembers(t, backend(c.DataDir), map[string]string{
 		"a":  `{"id":10,"peerURLs":["https://10.0.0.1:2380"],"name":"m1"}`,
 		"b":  `{"id":11,"peerURLs":["https://10.0.0.2:2380"],"name":"m2","isLearner":true}`,
 		"c0": `{"id":192,"peerURLs":["https://10.0.0.3:2380"],"name":"m3"}`,
@@ -36,7 +36,7 @@ func TestStoredMembersInUse(t *testing.T) {
 	c := config.Default()
 	c.DataDir = t.TempDir()
 	path := backend(c.DataDir)
-	etcdtest.WriteMembers(t, path, map[string]string{"a": `{"id":10,"name":"m1"}`}, nil)
+	testkit.WriteEtcdMembers(t, path, map[string]string{"a": `{"id":10,"name":"m1"}`}, nil)
 	db, err := bolt.Open(path, 0o600, nil) // holds the lock, as a running member does
 	if err != nil {
 		t.Fatal(err)
