@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,6 +20,8 @@ import (
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/k8s-master/k8s-master/internal/testkit"
 )
 
 var masterBin string
@@ -64,22 +65,10 @@ type ports struct {
 	API, EtcdClient, EtcdPeer, EtcdMetrics, KCM, Sched int
 }
 
-// freePorts asks the kernel for six unused loopback ports.
+// freePorts asks the kernel for six distinct unused loopback ports.
 func freePorts(t *testing.T) ports {
 	t.Helper()
-	var ls []net.Listener
-	var ps []int
-	for range 6 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ps = append(ps, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
+	ps := testkit.FreePorts(t, 6)
 	return ports{ps[0], ps[1], ps[2], ps[3], ps[4], ps[5]}
 }
 
