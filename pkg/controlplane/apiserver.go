@@ -26,8 +26,8 @@ import (
 	apiserverapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	apiserveroptions "k8s.io/kubernetes/cmd/kube-apiserver/app/options"
 
+	"github.com/k8s-master/k8s-master/pkg/apiserverconfig"
 	"github.com/k8s-master/k8s-master/pkg/config"
-	"github.com/k8s-master/k8s-master/pkg/fsutil"
 	"github.com/k8s-master/k8s-master/pkg/pki"
 	"github.com/k8s-master/k8s-master/pkg/poll"
 )
@@ -44,8 +44,8 @@ type APIServer struct {
 // apiServerArgs are the kube-apiserver flags for this master, the same a
 // kubeadm master would pass, pointed at the data directory.
 func apiServerArgs(c *config.Config) []string {
-	p := c.PKIDir()
-	etcdDir := pki.EtcdDir(p)
+	l := c.Layout()
+	p, etcdDir := l.PKIDir(), l.EtcdPKIDir()
 	return []string{
 		"--advertise-address=" + c.AdvertiseAddress,
 		"--bind-address=" + c.BindAddress,
@@ -74,32 +74,25 @@ func apiServerArgs(c *config.Config) []string {
 		"--authorization-mode=Node,RBAC",
 		"--enable-admission-plugins=NodeRestriction",
 		"--allow-privileged=true",
-		"--encryption-provider-config=" + c.EncryptionConfigPath(),
+		"--encryption-provider-config=" + l.EncryptionConfig(),
 		// Anonymous requests are authenticated only for the health
 		// endpoints (structured authentication config, GA in 1.34).
-		"--authentication-config=" + c.AuthenticationConfigPath(),
+		"--authentication-config=" + l.AuthenticationConfig(),
 		"--profiling=false",
 		// Lets the in-process controller-manager return (instead of
 		// exiting the whole process) when it loses its lease, and hand the
 		// lease over at once on a graceful stop.
 		"--feature-gates=ControllerManagerReleaseLeaderElectionLockOnExit=true",
-		"--cert-dir=" + p + "/apiserver-generated",
+		"--cert-dir=" + l.APIServerCertDir(),
 	}
 }
 
-// WriteAuthenticationConfig writes the structured authentication config
-// that limits anonymous access to the health endpoints.
+// WriteAuthenticationConfig writes the apiserver's authentication config.
+//
+// Deprecated: use apiserverconfig.WriteAuthenticationConfig(c.Layout()),
+// which writes the encryption config too.
 func WriteAuthenticationConfig(c *config.Config) error {
-	doc := `apiVersion: apiserver.config.k8s.io/v1
-kind: AuthenticationConfiguration
-anonymous:
-  enabled: true
-  conditions:
-  - path: /livez
-  - path: /readyz
-  - path: /healthz
-`
-	return fsutil.WriteFileAtomic(c.AuthenticationConfigPath(), []byte(doc), 0o600)
+	return apiserverconfig.WriteAuthenticationConfig(c.Layout())
 }
 
 // StartAPIServer builds the apiserver and starts serving in the background;
@@ -189,7 +182,7 @@ func (a *APIServer) Err() error            { return a.err }
 
 // WaitReady polls /readyz until it answers ok.
 func (a *APIServer) WaitReady(ctx context.Context, timeout time.Duration) error {
-	return WaitHTTPSOK(ctx, a.cfg.LocalAPIServerURL()+"/readyz", pki.CertPath(a.cfg.PKIDir(), pki.ClusterCA), timeout, a.done)
+	return WaitHTTPSOK(ctx, a.cfg.LocalAPIServerURL()+"/readyz", pki.CertPath(a.cfg.Layout().PKIDir(), pki.ClusterCA), timeout, a.done)
 }
 
 // WaitHTTPSOK polls url (trusting caFile) every 50 ms until it answers 200,

@@ -15,8 +15,8 @@ import (
 )
 
 func controllerManagerArgs(c *config.Config) []string {
-	p := c.PKIDir()
-	kc := c.ControllerManagerKubeconfig()
+	p := c.Layout().PKIDir()
+	kc := c.Layout().ControllerManagerKubeconfig()
 	args := []string{
 		"--kubeconfig=" + kc,
 		"--authentication-kubeconfig=" + kc,

@@ -29,8 +29,8 @@ import (
 )
 
 func schedulerArgs(c *config.Config) []string {
-	p := c.PKIDir()
-	kc := c.SchedulerKubeconfig()
+	p := c.Layout().PKIDir()
+	kc := c.Layout().SchedulerKubeconfig()
 	return []string{
 		"--kubeconfig=" + kc,
 		"--authentication-kubeconfig=" + kc,
