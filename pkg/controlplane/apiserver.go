@@ -21,7 +21,6 @@ import (
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/apiserver/pkg/server/healthz"
-	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 	apiserverapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	apiserveroptions "k8s.io/kubernetes/cmd/kube-apiserver/app/options"
@@ -30,6 +29,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/pki"
 	"github.com/k8s-master/k8s-master/pkg/poll"
+	"github.com/k8s-master/k8s-master/pkg/process"
 )
 
 // APIServer is a running kube-apiserver.
@@ -79,10 +79,8 @@ func apiServerArgs(c *config.Config) []string {
 		// endpoints (structured authentication config, GA in 1.34).
 		"--authentication-config=" + l.AuthenticationConfig(),
 		"--profiling=false",
-		// Lets the in-process controller-manager return (instead of
-		// exiting the whole process) when it loses its lease, and hand the
-		// lease over at once on a graceful stop.
-		"--feature-gates=ControllerManagerReleaseLeaderElectionLockOnExit=true",
+		// Process-wide: the controller-manager's gate comes through here.
+		"--feature-gates=" + process.FeatureGates,
 		"--cert-dir=" + l.APIServerCertDir(),
 	}
 }
@@ -106,11 +104,9 @@ func StartAPIServer(ctx context.Context, c *config.Config) (*APIServer, error) {
 	if err := fs.Parse(apiServerArgs(c)); err != nil {
 		return nil, fmt.Errorf("kube-apiserver flags: %w", err)
 	}
-	if err := s.GenericServerRunOptions.ComponentGlobalsRegistry.Set(); err != nil {
+	if err := process.SetComponentGlobals(s.GenericServerRunOptions.ComponentGlobalsRegistry); err != nil {
 		return nil, fmt.Errorf("kube-apiserver feature gates: %w", err)
 	}
-	// In-process clients talk to this very server; its warnings are noise.
-	rest.SetDefaultWarningHandler(rest.NoWarnings{})
 
 	completed, err := s.Complete(ctx)
 	if err != nil {

@@ -6,12 +6,12 @@ import (
 	"strconv"
 
 	"github.com/spf13/pflag"
-	"k8s.io/component-base/configz"
 	kcmapp "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	kcmoptions "k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
 
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/pki"
+	"github.com/k8s-master/k8s-master/pkg/process"
 )
 
 func controllerManagerArgs(c *config.Config) []string {
@@ -68,8 +68,7 @@ func NewControllerManager(ctx context.Context, c *config.Config) (*Supervised, e
 		}
 		completed := cfg.Complete()
 		return func(ctx context.Context) error {
-			// /configz is process-global and Run registers it afresh.
-			configz.Delete(kcmapp.ConfigzName)
+			process.UnregisterConfigz(kcmapp.ConfigzName)
 			return kcmapp.Run(ctx, completed)
 		}, nil
 	})

@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/pflag"
 	"k8s.io/apiserver/pkg/server/healthz"
 	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/component-base/configz"
 	"k8s.io/component-base/metrics/legacyregistry"
 	genericcontrollermanager "k8s.io/controller-manager/app"
 	controllerhealthz "k8s.io/controller-manager/pkg/healthz"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/pki"
+	"github.com/k8s-master/k8s-master/pkg/process"
 )
 
 func schedulerArgs(c *config.Config) []string {
@@ -87,11 +87,8 @@ func runScheduler(ctx context.Context, cc *schedconfig.CompletedConfig, sched *s
 		return fmt.Errorf("unable to convert configz: %w", err)
 	}
 	external.SetGroupVersionKind(kubeschedulerv1.SchemeGroupVersion.WithKind("KubeSchedulerConfiguration"))
-	configz.Delete("componentconfig")
-	if cz, err := configz.New("componentconfig"); err != nil {
-		return fmt.Errorf("unable to register configz: %w", err)
-	} else if err := cz.Set(external); err != nil {
-		return fmt.Errorf("unable to set configz: %w", err)
+	if err := process.RegisterConfigz("componentconfig", external); err != nil {
+		return err
 	}
 
 	cc.EventBroadcaster.StartRecordingToSink(ctx.Done())
