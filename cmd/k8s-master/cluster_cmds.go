@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc/grpclog"
 
 	"github.com/k8s-master/k8s-master/pkg/cluster"
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/join"
+	"github.com/k8s-master/k8s-master/pkg/process"
 )
 
 // addClusterCommands registers the multi-master commands: join, token,
@@ -86,9 +86,7 @@ func isTerminal(f *os.File) bool {
 }
 
 func withAdmin(dataDir *string, fn func(ctx context.Context, a *cluster.Admin) error) error {
-	// gRPC's connection chatter (a member down is reported in the output
-	// anyway) would otherwise end up on the operator's terminal.
-	grpclog.SetLoggerV2(grpclog.NewLoggerV2(io.Discard, io.Discard, io.Discard))
+	process.SetupAdmin()
 	a, err := cluster.OpenAdmin(*dataDir)
 	if err != nil {
 		return err

@@ -18,6 +18,7 @@ import (
 
 	"github.com/k8s-master/k8s-master/pkg/cluster"
 	"github.com/k8s-master/k8s-master/pkg/config"
+	"github.com/k8s-master/k8s-master/pkg/process"
 )
 
 // version is set at build time (-X main.version=...).
@@ -35,9 +36,7 @@ func main() {
 }
 
 func newRootCommand() *cobra.Command {
-	// Kubernetes packages register global flags (--version from verflag)
-	// that cobra would merge into ours: none of them apply here.
-	pflag.CommandLine = pflag.NewFlagSet("k8s-master", pflag.ContinueOnError)
+	process.SetupCommandLine()
 	root := &cobra.Command{
 		Use:           "k8s-master",
 		Short:         "A highly available Kubernetes control plane in one process",
