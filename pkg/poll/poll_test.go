@@ -23,7 +23,9 @@ func TestUntil(t *testing.T) {
 		{"done at once", func(int) (bool, error) { return true, nil }, time.Minute, nil, 1},
 		{"done later", func(n int) (bool, error) { return n == 3, nil }, time.Minute, nil, 3},
 		{"cond fails", func(n int) (bool, error) { return false, errDefinite }, time.Minute, errDefinite, 1},
-		{"never done", func(int) (bool, error) { return false, nil }, 50 * time.Millisecond, errTimedOut, 2},
+		// 500 ms, not less: a loaded machine may not get to the second
+		// call (5 ms after the first) in a shorter timeout.
+		{"never done", func(int) (bool, error) { return false, nil }, 500 * time.Millisecond, errTimedOut, 2},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			calls := 0
