@@ -17,6 +17,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/join"
 	"github.com/k8s-master/k8s-master/pkg/process"
+	"github.com/k8s-master/k8s-master/pkg/service"
 )
 
 // addClusterCommands registers the multi-master commands: join, token,
@@ -64,7 +65,7 @@ the control plane is ready; --foreground keeps it here.`,
 				return err
 			}
 			c.DataDir = *dataDir
-			if useService(cmd.Context()) {
+			if service.Use(cmd.Context(), foreground) {
 				return serviceRun(cmd, &c, "join", token)
 			}
 			return runMaster(cmd, &c, func(ctx context.Context, c *config.Config, o cluster.Options) (*cluster.Master, error) {

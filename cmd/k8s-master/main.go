@@ -19,6 +19,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/cluster"
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/process"
+	"github.com/k8s-master/k8s-master/pkg/service"
 )
 
 // version is set at build time (-X main.version=...).
@@ -109,8 +110,8 @@ does) unless the flags given contradict the recorded settings.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c.DataDir = *dataDir
-			if useService(cmd.Context()) {
-				return initService(cmd, &c)
+			if service.Use(cmd.Context(), foreground) {
+				return serviceRun(cmd, &c, "init", "")
 			}
 			return runMaster(cmd, &c, cluster.Init)
 		},
@@ -143,7 +144,7 @@ func runMaster(cmd *cobra.Command, c *config.Config, run startFunc) error {
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
-	out, ready := notifyService(ctx, cmd.OutOrStdout())
+	out, ready := service.Notify(ctx, cmd.OutOrStdout())
 	stopProfile := startupProfile()
 	endBurst := startupGC()
 	m, err := run(ctx, c, cluster.Options{Out: out, Explicit: explicitFlags(cmd.Flags())})

@@ -1,70 +1,84 @@
 package cluster
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/k8s-master/k8s-master/pkg/component"
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/datadir"
 	"github.com/k8s-master/k8s-master/pkg/preflight"
 )
 
-// freshDir is a data directory being made into a new master (init or
-// join). Until commit, undo removes everything written into it.
-type freshDir struct {
-	c       *config.Config
-	created bool
-	lock    *datadir.Lock
-}
-
-// prepareFreshDir runs the preflight checks, takes the directory's lock,
-// clears an interrupted earlier attempt and marks the directory as being
-// initialised. ds is what the directory held.
-func prepareFreshDir(c *config.Config, ds *datadir.Contents, p *progress) (*freshDir, error) {
-	if len(ds.Foreign) > 0 {
-		return nil, fmt.Errorf("data directory %s is not empty and holds no k8s-master (found %s); pass an empty or new --data-dir", c.DataDir, strings.Join(ds.Foreign, ", "))
-	}
-	f := &freshDir{c: c}
-	if err := p.step("preflight checks", func() error {
-		if err := preflight.CheckPorts(ports(c)); err != nil {
+// freshDirSteps make a data directory into the home of a new master (init
+// or join): preflight checks, the directory's lock, an interrupted earlier
+// attempt cleared, the directory marked as being initialised. Until the
+// runner commits, a rollback removes everything written into it (the whole
+// directory if this run made it). ds is what the directory held.
+func freshDirSteps(c *config.Config, ds *datadir.Contents) []component.Step {
+	var created bool
+	return []component.Step{
+		{Name: "preflight checks", Do: func(context.Context, *component.Runner) error {
+			if err := preflight.CheckPorts(ports(c)); err != nil {
+				return err
+			}
+			var err error
+			created, err = preflight.CheckDataDir(c.DataDir)
 			return err
-		}
-		var err error
-		f.created, err = preflight.CheckDataDir(c.DataDir)
+		}},
+		{Do: func(_ context.Context, r *component.Runner) error {
+			if err := lockDataDir(r, c); err != nil {
+				return err
+			}
+			r.OnRollback("remove what was written to "+c.DataDir, func(context.Context) error {
+				if created {
+					return os.RemoveAll(c.DataDir)
+				}
+				if err := datadir.RemoveOwnEntries(c.DataDir); err != nil {
+					r.Printf("warning: could not clean up %s: %v", c.DataDir, err)
+				}
+				return nil
+			})
+			if ds.Incomplete {
+				if err := datadir.RemoveOwnEntries(c.DataDir); err != nil {
+					return fmt.Errorf("cannot clear the interrupted attempt in %s: %w", c.DataDir, err)
+				}
+			}
+			if err := os.WriteFile(filepath.Join(c.DataDir, datadir.InitMarker), nil, 0o600); err != nil {
+				return fmt.Errorf("data directory %s is not writable: %w", c.DataDir, err)
+			}
+			return nil
+		}},
+	}
+}
+
+// checkForeign refuses a directory that holds something else.
+func checkForeign(c *config.Config, ds *datadir.Contents) error {
+	if len(ds.Foreign) > 0 {
+		return fmt.Errorf("data directory %s is not empty and holds no k8s-master (found %s); pass an empty or new --data-dir", c.DataDir, strings.Join(ds.Foreign, ", "))
+	}
+	return nil
+}
+
+// lockDataDir takes the directory's lock until the runner stops.
+func lockDataDir(r *component.Runner, c *config.Config) error {
+	lock, err := datadir.Acquire(c.DataDir)
+	if err != nil {
 		return err
-	}); err != nil {
-		return nil, err
 	}
-	var err error
-	if f.lock, err = datadir.Acquire(c.DataDir); err != nil {
-		return nil, err
-	}
-	if ds.Incomplete {
-		if err := datadir.RemoveOwnEntries(c.DataDir); err != nil {
-			f.undo(p)
-			return nil, fmt.Errorf("cannot clear the interrupted attempt in %s: %w", c.DataDir, err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(c.DataDir, datadir.InitMarker), nil, 0o600); err != nil {
-		f.undo(p)
-		return nil, fmt.Errorf("data directory %s is not writable: %w", c.DataDir, err)
-	}
-	return f, nil
+	r.OnStop("release the lock of "+c.DataDir, func(context.Context) error { lock.Release(); return nil })
+	return nil
 }
 
-// undo removes what was written (the whole directory if this run made it).
-func (f *freshDir) undo(p *progress) {
-	f.lock.Release()
-	if f.created {
-		os.RemoveAll(f.c.DataDir)
-	} else if err := datadir.RemoveOwnEntries(f.c.DataDir); err != nil {
-		p.printf("warning: could not clean up %s: %v", f.c.DataDir, err)
+// commitFreshDir marks the directory as holding a master: from now on it is
+// kept, and nothing registered for rollback runs any more.
+func commitFreshDir(r *component.Runner, c *config.Config) error {
+	if err := os.Remove(filepath.Join(c.DataDir, datadir.InitMarker)); err != nil {
+		return err
 	}
-}
-
-// commit marks the directory as holding a master: from now on it is kept.
-func (f *freshDir) commit() error {
-	return os.Remove(filepath.Join(f.c.DataDir, datadir.InitMarker))
+	r.Commit()
+	return nil
 }

@@ -6,14 +6,13 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/klog/v2"
 
 	"github.com/k8s-master/k8s-master/pkg/config"
-	"github.com/k8s-master/k8s-master/pkg/datadir"
+	"github.com/k8s-master/k8s-master/pkg/poll"
 	"github.com/k8s-master/k8s-master/pkg/vip"
 )
 
@@ -32,8 +31,7 @@ func openVIP(c *config.Config, probe bool) (*vip.Address, error) {
 	if c.VIP == "" {
 		return nil, nil
 	}
-	ttl := time.Duration(c.VIPLeaseTTL) * time.Second
-	a, err := vip.OpenOn(c.VIPInterface, net.ParseIP(c.VIP), vip.AddressLifetime(ttl))
+	a, err := vip.OpenOn(c.VIPInterface, net.ParseIP(c.VIP), vip.AddressLifetime(vipLeaseTTL(c)))
 	if err != nil {
 		return nil, err
 	}
@@ -46,6 +44,9 @@ func openVIP(c *config.Config, probe bool) (*vip.Address, error) {
 	return a, nil
 }
 
+// vipLeaseTTL is the election session's TTL.
+func vipLeaseTTL(c *config.Config) time.Duration { return time.Duration(c.VIPLeaseTTL) * time.Second }
+
 // vipStep is the progress line of the VIP check.
 func vipStep(c *config.Config, probe bool) string {
 	if probe {
@@ -54,13 +55,25 @@ func vipStep(c *config.Config, probe bool) string {
 	return fmt.Sprintf("VIP %s: interface and subnet", c.VIP)
 }
 
-// startVIP joins the VIP election. It runs once the local control plane is
-// ready: only a master that serves may hold the VIP.
-func (m *Master) startVIP() error {
-	c := m.cfg
-	if m.vipAddr == nil {
-		return nil
-	}
+// vipElection is this master's part in the VIP election. It starts once
+// the local control plane is ready (only a master that serves may hold the
+// VIP); Ready waits until some master holds it; Stop hands the VIP over
+// before anything else of this master stops, so that clients move while
+// this one still answers.
+type vipElection struct {
+	m       *Master
+	addr    *vip.Address
+	timeout time.Duration
+
+	mgr *vip.Manager
+	// Holder is who held the VIP when Ready returned.
+	Holder string
+}
+
+func (v *vipElection) Name() string { return "VIP election" }
+
+func (v *vipElection) Start(context.Context) error {
+	m, c := v.m, v.m.cfg
 	// One kept connection: the check runs every 500 ms for the master's
 	// whole life.
 	client, err := clusterCAClient(c, time.Second, "localhost")
@@ -68,9 +81,8 @@ func (m *Master) startVIP() error {
 		return err
 	}
 	readyz := c.LocalAPIServerURL() + "/readyz"
-	leaving := filepath.Join(c.DataDir, datadir.LeavingMarker)
 	healthy := func(ctx context.Context) error {
-		if _, err := os.Stat(leaving); err == nil {
+		if m.leaving.Load() {
 			return fmt.Errorf("%w: this master is leaving the cluster", vip.ErrStepDown)
 		}
 		if !m.etcd.HasLeader() {
@@ -90,78 +102,65 @@ func (m *Master) startVIP() error {
 		}
 		return nil
 	}
-	mgr, err := vip.NewManager(vip.ElectionConfig{
+	ec := vip.ElectionConfig{
 		Self:     vip.HolderInfo{Name: c.Name, Address: c.AdvertiseAddress, APIServerPort: c.APIServerPort, EtcdPeerPort: c.EtcdPeerPort},
-		LeaseTTL: time.Duration(c.VIPLeaseTTL) * time.Second,
+		LeaseTTL: vipLeaseTTL(c),
 		Client:   m.etcdClient,
 		Healthy:  healthy,
 		Logger:   klog.Background(),
-		Drain:    m.apiserver.Gate.Drain,
-		Undrain:  m.apiserver.Gate.Reopen,
-	}, m.vipAddr)
+	}
+	if g := m.api.Gate(); g != nil {
+		ec.Drain, ec.Undrain = g.Drain, g.Reopen
+	}
+	mgr, err := vip.NewManager(ec, v.addr)
 	if err != nil {
 		return err
 	}
-	m.vip = mgr
+	v.mgr = mgr
 	mgr.Start()
 	return nil
 }
 
-// waitVIPHolder waits until some master holds the VIP and names it.
-func (m *Master) waitVIPHolder(ctx context.Context, timeout time.Duration) (string, error) {
-	deadline := time.Now().Add(timeout)
-	for {
-		gctx, cancel := context.WithTimeout(ctx, time.Second)
-		h, _, err := vip.ReadHolder(gctx, m.etcdClient)
-		cancel()
-		if err == nil && h != nil {
-			return h.Name, nil
+// Ready waits until some master holds the VIP.
+func (v *vipElection) Ready(ctx context.Context) error {
+	var h *vip.HolderInfo
+	var last error
+	return poll.Until(ctx, 50*time.Millisecond, v.timeout, func(ctx context.Context) (bool, error) {
+		h, last = readHolder(ctx, v.m.etcdClient)
+		if h != nil {
+			v.Holder = h.Name
 		}
-		if time.Now().After(deadline) {
-			return "", fmt.Errorf("no master holds VIP %s after %s (last error: %v); see the log", m.cfg.VIP, timeout, err)
-		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+		return h != nil, nil
+	}, func() error {
+		return fmt.Errorf("no master holds VIP %s after %s (last error: %v); see the log", v.m.cfg.VIP, v.timeout, last)
+	})
 }
 
-// stopVIP gives the VIP up before anything else stops, so that another
-// master takes it while this one still answers.
-func (m *Master) stopVIP(timeout time.Duration) {
-	if m.vip != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
-		m.vip.Stop(ctx)
-		cancel()
-		m.vip = nil
+func (v *vipElection) Stop(ctx context.Context) error {
+	if v.mgr != nil {
+		v.mgr.Stop(ctx)
 	}
-	if m.vipAddr != nil {
-		m.vipAddr.Close()
-		m.vipAddr = nil
-	}
+	return nil
+}
+
+// readHolder reads the election key with a short timeout of its own.
+func readHolder(ctx context.Context, cli *clientv3.Client) (*vip.HolderInfo, error) {
+	gctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	h, _, err := vip.ReadHolder(gctx, cli)
+	return h, err
 }
 
 // handOverVIP waits until the election key no longer names this master:
-// a master leaving the cluster steps down first (its health check sees the
-// leaving marker), so that clients move before its member goes.
+// a master leaving the cluster steps down first, so that clients move
+// before its member goes.
 func handOverVIP(ctx context.Context, a *Admin, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		gctx, cancel := context.WithTimeout(ctx, time.Second)
-		h, _, err := vip.ReadHolder(gctx, a.cli)
-		cancel()
-		if err == nil && (h == nil || h.Name != a.Config.Name) {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("this master still holds VIP %s after %s (last error: %v)", a.Config.VIP, timeout, err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+	var last error
+	return poll.Until(ctx, 100*time.Millisecond, timeout, func(ctx context.Context) (bool, error) {
+		var h *vip.HolderInfo
+		h, last = readHolder(ctx, a.cli)
+		return last == nil && (h == nil || h.Name != a.Config.Name), nil
+	}, func() error {
+		return fmt.Errorf("this master still holds VIP %s after %s (last error: %v)", a.Config.VIP, timeout, last)
+	})
 }
