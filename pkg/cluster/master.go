@@ -35,6 +35,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/logging"
 	"github.com/k8s-master/k8s-master/pkg/pki"
 	"github.com/k8s-master/k8s-master/pkg/poll"
+	"github.com/k8s-master/k8s-master/pkg/process"
 	"github.com/k8s-master/k8s-master/pkg/preflight"
 	"github.com/k8s-master/k8s-master/pkg/vip"
 )
@@ -142,10 +143,10 @@ func (m *Master) Wait(ctx context.Context, timeout time.Duration, out io.Writer)
 
 // Steps shared by every way a master starts.
 
-// logSteps sends the components' logs to the configured place.
+// logStep sends the components' logs to the configured place.
 func (m *Master) logStep() component.Step {
 	return component.Step{Do: func(_ context.Context, r *component.Runner) error {
-		logs, err := logging.Setup(m.cfg.LogFile, m.cfg.LogVerbosity)
+		logs, err := process.SetupMaster(m.cfg.LogFile, m.cfg.LogVerbosity)
 		if err != nil {
 			return err
 		}
