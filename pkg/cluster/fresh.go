@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/k8s-master/k8s-master/pkg/component"
@@ -47,7 +46,7 @@ func freshDirSteps(c *config.Config, ds *datadir.Contents) []component.Step {
 					return fmt.Errorf("cannot clear the interrupted attempt in %s: %w", c.DataDir, err)
 				}
 			}
-			if err := os.WriteFile(filepath.Join(c.DataDir, datadir.InitMarker), nil, 0o600); err != nil {
+			if err := os.WriteFile(c.Layout().InitMarker(), nil, 0o600); err != nil {
 				return fmt.Errorf("data directory %s is not writable: %w", c.DataDir, err)
 			}
 			return nil
@@ -76,7 +75,7 @@ func lockDataDir(r *component.Runner, c *config.Config) error {
 // commitFreshDir marks the directory as holding a master: from now on it is
 // kept, and nothing registered for rollback runs any more.
 func commitFreshDir(r *component.Runner, c *config.Config) error {
-	if err := os.Remove(filepath.Join(c.DataDir, datadir.InitMarker)); err != nil {
+	if err := os.Remove(c.Layout().InitMarker()); err != nil {
 		return err
 	}
 	r.Commit()

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -26,10 +25,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/k8s-master/k8s-master/pkg/apiserverconfig"
 	"github.com/k8s-master/k8s-master/pkg/component"
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/control"
-	"github.com/k8s-master/k8s-master/pkg/controlplane"
 	"github.com/k8s-master/k8s-master/pkg/etcd"
 	"github.com/k8s-master/k8s-master/pkg/kubeconfig"
 	"github.com/k8s-master/k8s-master/pkg/logging"
@@ -257,15 +256,15 @@ func writeCredentials(c *config.Config, fresh bool) error {
 	if err != nil {
 		return err
 	}
-	if err := controlplane.WriteAuthenticationConfig(c); err != nil {
+	if err := apiserverconfig.WriteAuthenticationConfig(c.Layout()); err != nil {
 		return err
 	}
-	p := c.PKIDir()
+	p := c.Layout().PKIDir()
 	ca := pki.CertPath(p, pki.ClusterCA)
 	for _, k := range []kubeconfig.Spec{
-		{Path: c.AdminKubeconfig(), User: "kubernetes-admin", Server: c.APIServerURL(), CertFile: pki.CertPath(p, pki.Admin), KeyFile: pki.KeyPath(p, pki.Admin)},
-		{Path: c.ControllerManagerKubeconfig(), User: "system:kube-controller-manager", Server: c.LocalAPIServerURL(), CertFile: pki.CertPath(p, pki.ControllerManager), KeyFile: pki.KeyPath(p, pki.ControllerManager)},
-		{Path: c.SchedulerKubeconfig(), User: "system:kube-scheduler", Server: c.LocalAPIServerURL(), CertFile: pki.CertPath(p, pki.Scheduler), KeyFile: pki.KeyPath(p, pki.Scheduler)},
+		{Path: c.Layout().AdminKubeconfig(), User: "kubernetes-admin", Server: c.APIServerURL(), CertFile: pki.CertPath(p, pki.Admin), KeyFile: pki.KeyPath(p, pki.Admin)},
+		{Path: c.Layout().ControllerManagerKubeconfig(), User: "system:kube-controller-manager", Server: c.LocalAPIServerURL(), CertFile: pki.CertPath(p, pki.ControllerManager), KeyFile: pki.KeyPath(p, pki.ControllerManager)},
+		{Path: c.Layout().SchedulerKubeconfig(), User: "system:kube-scheduler", Server: c.LocalAPIServerURL(), CertFile: pki.CertPath(p, pki.Scheduler), KeyFile: pki.KeyPath(p, pki.Scheduler)},
 	} {
 		if _, err := os.Stat(k.Path); err == nil && written == 0 && !fresh {
 			continue
@@ -283,7 +282,7 @@ func writeCredentials(c *config.Config, fresh bool) error {
 func waitForLease(ctx context.Context, c *config.Config, name string, timeout time.Duration) error {
 	// The local apiserver, not the admin kubeconfig's server: that is the
 	// VIP, which this master may not hold and which may not be up yet.
-	rc, err := clientcmd.BuildConfigFromFlags(c.LocalAPIServerURL(), c.AdminKubeconfig())
+	rc, err := clientcmd.BuildConfigFromFlags(c.LocalAPIServerURL(), c.Layout().AdminKubeconfig())
 	if err != nil {
 		return err
 	}
@@ -300,7 +299,7 @@ func waitForLease(ctx context.Context, c *config.Config, name string, timeout ti
 func (m *Master) printReady() {
 	p := m.run
 	p.Printf("ready in %.1f s", p.Elapsed().Seconds())
-	p.Printf("  kubectl --kubeconfig %s get --raw /readyz", m.cfg.AdminKubeconfig())
+	p.Printf("  kubectl --kubeconfig %s get --raw /readyz", m.cfg.Layout().AdminKubeconfig())
 	p.Printf("  logs: %s", m.cfg.LogFile)
 	if m.etcdClient != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -312,7 +311,7 @@ func (m *Master) printReady() {
 		cancel()
 	}
 	if m.Token != "" {
-		p.Printf("join token (valid 24 h, also in %s):", filepath.Join(m.cfg.DataDir, "token"))
+		p.Printf("join token (valid 24 h, also in %s):", m.cfg.Layout().Token())
 		p.Printf("  %s", m.Token)
 		p.Printf("add a master: k8s-master join --token <token>")
 	}

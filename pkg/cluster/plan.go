@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
@@ -80,7 +79,7 @@ func initWith(ctx context.Context, c *config.Config, o Options, parts builder) (
 				return err
 			}
 			m.state = &config.State{ClusterID: clusterID, CreatedAt: time.Now().UTC(), CAPin: pin, EtcdClusterID: m.etcd.ClusterID(), Config: *c}
-			if err := config.WriteState(c.StatePath(), m.state); err != nil {
+			if err := config.WriteState(c.Layout().State(), m.state); err != nil {
 				return err
 			}
 			// The cluster exists now: later failures leave it for `start`.
@@ -103,7 +102,7 @@ func Start(ctx context.Context, c *config.Config, o Options) (*Master, error) {
 }
 
 func startWith(ctx context.Context, c *config.Config, o Options, parts builder) (*Master, error) {
-	st, err := config.ReadState(c.StatePath())
+	st, err := config.ReadState(c.Layout().State())
 	if errors.Is(err, config.ErrNoState) {
 		if _, serr := os.Stat(c.DataDir); serr != nil {
 			return nil, fmt.Errorf("data directory %s does not exist; run k8s-master init to create a cluster, or pass --data-dir", c.DataDir)
@@ -182,14 +181,14 @@ func (m *Master) start(ctx context.Context, flags *config.Config, st *config.Sta
 func checkIdentity(c *config.Config, st *config.State) error {
 	pin, err := pki.ReadPin(c)
 	if err != nil {
-		return fmt.Errorf("cannot read the cluster CA: %w; restore %s from a backup", err, c.PKIDir())
+		return fmt.Errorf("cannot read the cluster CA: %w; restore %s from a backup", err, c.Layout().PKIDir())
 	}
 	if pin != st.CAPin {
 		return fmt.Errorf("data directory %s holds the CA of a different cluster (%s, but cluster %s has %s); restore the matching pki/ directory or use the data directory it belongs to", c.DataDir, pin, st.ClusterID, st.CAPin)
 	}
 	switch id, err := etcd.StoredClusterID(c); {
 	case errors.Is(err, etcd.ErrNoData):
-		return fmt.Errorf("data directory %s has no etcd data (%s is empty); restore it from a backup or snapshot", c.DataDir, c.EtcdDir())
+		return fmt.Errorf("data directory %s has no etcd data (%s is empty); restore it from a backup or snapshot", c.DataDir, c.Layout().EtcdDir())
 	case err != nil:
 		return err
 	case id != st.EtcdClusterID:
@@ -288,7 +287,7 @@ func joinWith(ctx context.Context, c *config.Config, o JoinOptions, parts builde
 				return fmt.Errorf("the local etcd member joined etcd cluster %s, but the cluster reports %s", m.etcd.ClusterID(), resp.EtcdClusterID)
 			}
 			m.state = &config.State{ClusterID: resp.ClusterID, CreatedAt: time.Now().UTC(), CAPin: resp.CAPin, EtcdClusterID: resp.EtcdClusterID, Config: *c}
-			if err := config.WriteState(c.StatePath(), m.state); err != nil {
+			if err := config.WriteState(c.Layout().State(), m.state); err != nil {
 				return err
 			}
 			return commitFreshDir(r, c)
@@ -358,5 +357,5 @@ func (m *Master) createFirstToken(ctx context.Context) error {
 		return err
 	}
 	m.Token = tok.String()
-	return fsutil.WriteFileAtomic(filepath.Join(m.cfg.DataDir, "token"), []byte(m.Token+"\n"), 0o600)
+	return fsutil.WriteFileAtomic(m.cfg.Layout().Token(), []byte(m.Token+"\n"), 0o600)
 }

@@ -231,7 +231,7 @@ func TestInitRunsTheListAndStopsInReverse(t *testing.T) {
 		t.Errorf("no ready summary with the join token:\n%s", out.String())
 	}
 	equal(t, "start order", l.j.filtered("start", "ready"), startOrder)
-	if _, err := config.ReadState(c.StatePath()); err != nil {
+	if _, err := config.ReadState(c.Layout().State()); err != nil {
 		t.Fatalf("no state recorded: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(c.DataDir, "token")); err != nil {
@@ -286,7 +286,7 @@ func TestInitFailingAfterCommitKeepsTheCluster(t *testing.T) {
 	for _, n := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
 		l.parts[n].sure(t, 1)
 	}
-	if _, err := config.ReadState(c.StatePath()); err != nil {
+	if _, err := config.ReadState(c.Layout().State()); err != nil {
 		t.Fatalf("the created cluster was not kept: %v", err)
 	}
 	lockFree(t, c.DataDir)
@@ -313,17 +313,17 @@ func TestStartReleasesLockAndVIPWhenTheIdentityIsWrong(t *testing.T) {
 		// The fakes write no etcd data: the last identity check fails.
 		{"no etcd data", func(*testing.T) {}, "has no etcd data"},
 		{"CA of another cluster", func(t *testing.T) {
-			st, err := config.ReadState(c.StatePath())
+			st, err := config.ReadState(c.Layout().State())
 			if err != nil {
 				t.Fatal(err)
 			}
 			st.CAPin = "sha256:0000"
-			if err := config.WriteState(c.StatePath(), st); err != nil {
+			if err := config.WriteState(c.Layout().State(), st); err != nil {
 				t.Fatal(err)
 			}
 		}, "holds the CA of a different cluster"},
 		{"CA unreadable", func(t *testing.T) {
-			if err := os.Remove(pki.CertPath(c.PKIDir(), pki.ClusterCA)); err != nil {
+			if err := os.Remove(pki.CertPath(c.Layout().PKIDir(), pki.ClusterCA)); err != nil {
 				t.Fatal(err)
 			}
 		}, "cannot read the cluster CA"},

@@ -31,7 +31,7 @@ func openVIP(c *config.Config, probe bool) (*vip.Address, error) {
 	if c.VIP == "" {
 		return nil, nil
 	}
-	a, err := vip.OpenOn(c.VIPInterface, net.ParseIP(c.VIP), vip.AddressLifetime(vipLeaseTTL(c)))
+	a, err := vip.OpenOn(c.VIPInterface, net.ParseIP(c.VIP), vip.AddressLifetime(c.VIPLease()))
 	if err != nil {
 		return nil, err
 	}
@@ -43,9 +43,6 @@ func openVIP(c *config.Config, probe bool) (*vip.Address, error) {
 	}
 	return a, nil
 }
-
-// vipLeaseTTL is the election session's TTL.
-func vipLeaseTTL(c *config.Config) time.Duration { return time.Duration(c.VIPLeaseTTL) * time.Second }
 
 // vipStep is the progress line of the VIP check.
 func vipStep(c *config.Config, probe bool) string {
@@ -104,7 +101,7 @@ func (v *vipElection) Start(context.Context) error {
 	}
 	ec := vip.ElectionConfig{
 		Self:     vip.HolderInfo{Name: c.Name, Address: c.AdvertiseAddress, APIServerPort: c.APIServerPort, EtcdPeerPort: c.EtcdPeerPort},
-		LeaseTTL: vipLeaseTTL(c),
+		LeaseTTL: c.VIPLease(),
 		Client:   m.etcdClient,
 		Healthy:  healthy,
 		Logger:   klog.Background(),
