@@ -34,8 +34,8 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/logging"
 	"github.com/k8s-master/k8s-master/pkg/pki"
 	"github.com/k8s-master/k8s-master/pkg/poll"
-	"github.com/k8s-master/k8s-master/pkg/process"
 	"github.com/k8s-master/k8s-master/pkg/preflight"
+	"github.com/k8s-master/k8s-master/pkg/process"
 	"github.com/k8s-master/k8s-master/pkg/vip"
 )
 
