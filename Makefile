@@ -2,7 +2,7 @@
 GO      ?= go
 BIN     := bin/k8s-master
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-# Kubernetes' own version stamp, so /version and kubectl see v1.36.x rather
+# Kubernetes' own version stamp, so /version and kubectl see v1.37.x rather
 # than v0.0.0-master.
 K8S_VERSION := $(shell $(GO) list -m -f '{{.Version}}' k8s.io/kubernetes 2>/dev/null)
 K8S_MINOR   := $(word 2,$(subst ., ,$(K8S_VERSION)))

@@ -165,7 +165,7 @@ func TestDebInstall(t *testing.T) {
 	if c := calls(); c != "daemon-reload\n" {
 		t.Errorf("install ran systemctl %q, want daemon-reload only", c)
 	}
-	if out := chroot("k8s-master", "version"); !strings.Contains(out, "kubernetes: v1.36") || !strings.Contains(out, "etcd:       v3.6") {
+	if out := chroot("k8s-master", "version"); !strings.Contains(out, "kubernetes: v1.37") || !strings.Contains(out, "etcd:       v3.7") {
 		t.Errorf("k8s-master version:\n%s", out)
 	}
 	defaults := chroot("k8s-master", "config", "defaults")

@@ -223,7 +223,7 @@ func TestRPMInstall(t *testing.T) {
 	}
 	bin := filepath.Join(root, "usr/bin/k8s-master")
 	checkStatic(t, bin)
-	if out := run(t, bin, "version"); !strings.Contains(out, "kubernetes: v1.36") {
+	if out := run(t, bin, "version"); !strings.Contains(out, "kubernetes: v1.37") {
 		t.Errorf("version:\n%s", out)
 	}
 	// Removal leaves cluster data alone.

@@ -42,7 +42,7 @@ func StartEtcd(t testing.TB) string {
 }
 
 // WriteEtcdMembers writes an etcd backend database at path holding the
-// membership the way etcd 3.6 keeps it: bucket "members" (hex member ID →
+// membership the way etcd 3.6 and 3.7 keep it: bucket "members" (hex member ID →
 // member JSON) and bucket "members_removed" (IDs of removed members).
 func WriteEtcdMembers(t testing.TB, path string, members map[string]string, removed []string) {
 	t.Helper()

@@ -13,6 +13,7 @@ import (
 	"go.etcd.io/etcd/client/pkg/v3/types"
 	"go.etcd.io/etcd/server/v3/storage/wal"
 	"go.etcd.io/etcd/server/v3/storage/wal/walpb"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/k8s-master/k8s-master/pkg/config"
 )
@@ -47,15 +48,17 @@ func StoredClusterID(c *config.Config) (string, error) {
 			}
 			return "", fmt.Errorf("read %s: %w", segments[0], err)
 		}
-		switch rec.Type {
+		// etcd 3.7's WAL records are protobuf-go messages (gogo before),
+		// with optional fields read through getters; the bytes are the same.
+		switch rec.GetType() {
 		case wal.CrcType:
-			dec.UpdateCRC(rec.Crc)
+			dec.UpdateCRC(rec.GetCrc())
 		case wal.MetadataType:
 			var md etcdserverpb.Metadata
-			if err := md.Unmarshal(rec.Data); err != nil {
+			if err := proto.Unmarshal(rec.GetData(), &md); err != nil {
 				return "", fmt.Errorf("read %s: %w", segments[0], err)
 			}
-			return types.ID(md.ClusterID).String(), nil
+			return types.ID(md.GetClusterID()).String(), nil
 		}
 	}
 	return "", fmt.Errorf("%s has no metadata record; the etcd data is damaged", segments[0])
