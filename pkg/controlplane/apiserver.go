@@ -119,7 +119,11 @@ func StartAPIServer(ctx context.Context, c *config.Config) (*APIServer, error) {
 	// The steps of apiserverapp.Run, with one change between NewConfig and
 	// Complete: /livez must not fail while etcd is briefly unreachable, or
 	// a liveness probe would restart this process and with it our own etcd
-	// member. /readyz keeps its etcd check.
+	// member. /readyz keeps its etcd check. Run's first step since 1.37,
+	// reserving the informer name "kube-apiserver" for informer metrics, is
+	// left out: the controller-manager's restarts clear that registry
+	// (releaseInformerNames), and completed.InformerName nil means no such
+	// metrics, as before 1.37.
 	apiCfg, err := apiserverapp.NewConfig(completed)
 	if err != nil {
 		return nil, fmt.Errorf("kube-apiserver config: %w", err)

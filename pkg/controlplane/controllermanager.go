@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/spf13/pflag"
+	"k8s.io/client-go/tools/cache"
 	kcmapp "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	kcmoptions "k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
 
@@ -69,7 +70,22 @@ func NewControllerManager(ctx context.Context, c *config.Config) (*Supervised, e
 		completed := cfg.Complete()
 		return func(ctx context.Context) error {
 			process.UnregisterConfigz(kcmapp.ConfigzName)
+			releaseInformerNames()
 			return kcmapp.Run(ctx, completed)
 		}, nil
 	})
 }
+
+// releaseInformerNames frees the informer names (client-go's per-process
+// registry of names for informer metrics) before the controller-manager
+// runs. Since 1.37 its Run reserves "kube-controller-manager" there; the
+// name is released when the run's informers shut down, but not when the
+// run fails after reserving it and before starting them (the apiserver not
+// healthy within 10 s, a controller that cannot be built): every later run
+// in this process would then fail with "informer name is already
+// registered" (upstream's process exits instead). client-go offers no
+// release by name, only of the whole registry; that is safe because the
+// controller-manager's is the only name this process reserves: the
+// apiserver and scheduler are built here with none (see StartAPIServer and
+// NewScheduler).
+func releaseInformerNames() { cache.ResetInformerNamesForTesting() }

@@ -56,6 +56,10 @@ func NewScheduler(ctx context.Context, c *config.Config) (*Supervised, error) {
 		if err := fs.Parse(schedulerArgs(c)); err != nil {
 			return nil, fmt.Errorf("flags: %w", err)
 		}
+		// opts.InformerName stays nil (upstream's command reserves
+		// "kube-scheduler" since 1.37): no informer metrics, see
+		// releaseInformerNames.
+		//
 		// Setup's scheduler holds a context for its lifetime; it must be
 		// the one the run is cancelled with, so build it under a context
 		// that the runner cancels.
