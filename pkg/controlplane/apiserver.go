@@ -46,7 +46,7 @@ type APIServer struct {
 func apiServerArgs(c *config.Config) []string {
 	l := c.Layout()
 	p, etcdDir := l.PKIDir(), l.EtcdPKIDir()
-	return []string{
+	args := []string{
 		"--advertise-address=" + c.AdvertiseAddress,
 		"--bind-address=" + c.BindAddress,
 		"--secure-port=" + strconv.Itoa(c.APIServerPort),
@@ -83,6 +83,15 @@ func apiServerArgs(c *config.Config) []string {
 		"--feature-gates=" + process.FeatureGates,
 		"--cert-dir=" + l.APIServerCertDir(),
 	}
+	// Since 1.37 the apiserver refuses to start when the endpoint reconciler
+	// cannot publish its address as an endpoint of the kubernetes Service,
+	// and endpoints may not be loopback. A loopback master (a single master
+	// on one host: tests, benchmarks) reconciles none; it never could
+	// publish one, 1.36 only failed each reconcile.
+	if ip := net.ParseIP(c.AdvertiseAddress); ip != nil && ip.IsLoopback() {
+		args = append(args, "--endpoint-reconciler-type=none")
+	}
+	return args
 }
 
 // WriteAuthenticationConfig writes the apiserver's authentication config.
