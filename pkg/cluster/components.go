@@ -97,6 +97,7 @@ type etcdMember struct {
 
 	m        *etcd.Member
 	stopOnce sync.Once
+	closed   chan struct{} // closed once the member has closed
 	exited   chan error
 }
 
@@ -133,10 +134,12 @@ func (e *etcdMember) Stop(ctx context.Context) error {
 	if e.m == nil {
 		return nil
 	}
-	done := make(chan struct{})
-	e.stopOnce.Do(func() { go func() { e.m.Close(); close(done) }() })
+	e.stopOnce.Do(func() {
+		e.closed = make(chan struct{})
+		go func() { e.m.Close(); close(e.closed) }()
+	})
 	select {
-	case <-done:
+	case <-e.closed:
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("etcd is still closing: %w", ctx.Err())
