@@ -80,7 +80,7 @@ func Run(ctx context.Context, o Options) error {
 		fmt.Fprintf(r.Out, "%s does not exist; nothing to reset\n", c.DataDir)
 		return nil
 	}
-	st, err := config.ReadState(c.StatePath())
+	st, err := config.ReadState(c.Layout().State())
 	switch {
 	case err == nil:
 		r.state = st
@@ -227,7 +227,7 @@ func releaseVIP(_ context.Context, r *run) error {
 	}
 	a, err := cluster.OpenVIP(&r.cfg)
 	if err != nil {
-		lifetime := vip.AddressLifetime(time.Duration(r.cfg.VIPLeaseTTL) * time.Second)
+		lifetime := vip.AddressLifetime(r.cfg.VIPLease())
 		fmt.Fprintf(r.Out, "warning: cannot check the VIP on this host (%v); it lapses by itself within %s\n", err, lifetime)
 		return nil
 	}

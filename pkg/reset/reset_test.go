@@ -22,21 +22,21 @@ func stoppedMaster(t *testing.T, members ...string) string {
 	c := config.Default()
 	c.DataDir = filepath.Join(t.TempDir(), "data")
 	c.Name, c.AdvertiseAddress, c.EtcdClientPort = "m1", "127.0.0.1", 1 // nothing listens on port 1
-	wal := filepath.Join(c.EtcdDir(), "member", "wal")
+	wal := c.Layout().EtcdWALDir()
 	if err := os.MkdirAll(wal, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(filepath.Join(wal, "0000000000000000-0000000000000000.wal"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := config.WriteState(c.StatePath(), &config.State{ClusterID: "c1", CAPin: "sha256:00", Config: c}); err != nil {
+	if err := config.WriteState(c.Layout().State(), &config.State{ClusterID: "c1", CAPin: "sha256:00", Config: c}); err != nil {
 		t.Fatal(err)
 	}
 	ms := map[string]string{}
 	for i, name := range members {
 		ms[fmt.Sprintf("%x", i+1)] = fmt.Sprintf(`{"id":%d,"name":%q}`, i+1, name)
 	}
-	etcdtest.WriteMembers(t, filepath.Join(c.EtcdDir(), "member", "snap", "db"), ms, nil)
+	etcdtest.WriteMembers(t, c.Layout().EtcdBackend(), ms, nil)
 	return c.DataDir
 }
 
