@@ -10,7 +10,6 @@ import (
 	"os"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/k8s-master/k8s-master/pkg/config"
@@ -18,7 +17,9 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/datadir"
 	"github.com/k8s-master/k8s-master/pkg/etcd"
 	"github.com/k8s-master/k8s-master/pkg/join"
+	"github.com/k8s-master/k8s-master/pkg/layout"
 	"github.com/k8s-master/k8s-master/pkg/pki"
+	"github.com/k8s-master/k8s-master/pkg/poll"
 	"github.com/k8s-master/k8s-master/pkg/vip"
 )
 
@@ -33,7 +34,7 @@ type Admin struct {
 // OpenAdmin reads the data directory's state and connects to the local etcd
 // member.
 func OpenAdmin(dataDir string) (*Admin, error) {
-	st, err := config.ReadState((&config.Config{DataDir: dataDir}).StatePath())
+	st, err := config.ReadState(layout.Layout{Root: dataDir}.State())
 	if errors.Is(err, config.ErrNoState) {
 		return nil, fmt.Errorf("%s holds no master; pass the --data-dir of a master", dataDir)
 	}
@@ -143,7 +144,7 @@ func (a *Admin) apiClient() *http.Client {
 // clusterCAClient is an HTTPS client that trusts the cluster CA;
 // serverName, when set, is the name the server's certificate must have.
 func clusterCAClient(c *config.Config, timeout time.Duration, serverName string) (*http.Client, error) {
-	caPEM, err := os.ReadFile(pki.CertPath(c.PKIDir(), pki.ClusterCA))
+	caPEM, err := os.ReadFile(pki.CertPath(c.Layout().PKIDir(), pki.ClusterCA))
 	if err != nil {
 		return nil, err
 	}
@@ -230,19 +231,16 @@ func (a *Admin) RemoveMember(ctx context.Context, name string, force bool) error
 // connected for a few seconds (right after a join, say): that is waited out
 // for up to 30 s.
 func removeMember(ctx context.Context, cli *clientv3.Client, id uint64) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var last error
+	return poll.Until(ctx, time.Second, 30*time.Second, func(ctx context.Context) (bool, error) {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := cli.MemberRemove(rctx, id)
-		cancel()
-		if err == nil {
-			return nil
+		defer cancel()
+		_, last = cli.MemberRemove(rctx, id)
+		if last != nil && !etcd.IsUnhealthy(last) {
+			return false, fmt.Errorf("etcd member remove: %w", last)
 		}
-		if !errors.Is(err, rpctypes.ErrUnhealthy) || time.Now().After(deadline) {
-			return fmt.Errorf("etcd member remove: %w", err)
-		}
-		time.Sleep(time.Second)
-	}
+		return last == nil, nil
+	}, func() error { return fmt.Errorf("etcd member remove: %w", last) })
 }
 
 // moveLeader makes another healthy voter the etcd leader; cli must reach

@@ -320,29 +320,3 @@ func (c *Config) EtcdAdvertiseClientURL() string {
 
 // Layout names the paths in the data directory.
 func (c *Config) Layout() layout.Layout { return layout.Layout{Root: c.DataDir} }
-
-// Deprecated: use Layout.
-func (c *Config) PKIDir() string { return c.Layout().PKIDir() }
-
-// Deprecated: use Layout.
-func (c *Config) EtcdDir() string { return c.Layout().EtcdDir() }
-
-// Deprecated: use Layout.
-func (c *Config) StatePath() string { return c.Layout().State() }
-
-// Deprecated: use Layout.
-func (c *Config) AdminKubeconfig() string { return c.Layout().AdminKubeconfig() }
-
-// Deprecated: use Layout.
-func (c *Config) ControllerManagerKubeconfig() string {
-	return c.Layout().ControllerManagerKubeconfig()
-}
-
-// Deprecated: use Layout.
-func (c *Config) SchedulerKubeconfig() string { return c.Layout().SchedulerKubeconfig() }
-
-// Deprecated: use Layout.
-func (c *Config) EncryptionConfigPath() string { return c.Layout().EncryptionConfig() }
-
-// Deprecated: use Layout.
-func (c *Config) AuthenticationConfigPath() string { return c.Layout().AuthenticationConfig() }

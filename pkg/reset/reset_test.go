@@ -9,9 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/k8s-master/k8s-master/internal/testkit"
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/datadir"
-	"github.com/k8s-master/k8s-master/pkg/etcd/etcdtest"
 )
 
 // stoppedMaster makes a data directory as a stopped master of a cluster
@@ -36,7 +36,7 @@ func stoppedMaster(t *testing.T, members ...string) string {
 	for i, name := range members {
 		ms[fmt.Sprintf("%x", i+1)] = fmt.Sprintf(`{"id":%d,"name":%q}`, i+1, name)
 	}
-	etcdtest.WriteMembers(t, c.Layout().EtcdBackend(), ms, nil)
+	testkit.WriteEtcdMembers(t, c.Layout().EtcdBackend(), ms, nil)
 	return c.DataDir
 }
 

@@ -140,7 +140,7 @@ func (h *HandOver) Run(ctx context.Context) error {
 		return fmt.Errorf("%w; the service is stopped and disabled again", err)
 	}
 	fmt.Fprintf(out, "ready in %.1f s; the service is enabled and starts at boot\n", time.Since(t).Seconds())
-	fmt.Fprintf(out, "  kubectl --kubeconfig %s get --raw /readyz\n", h.Config.AdminKubeconfig())
+	fmt.Fprintf(out, "  kubectl --kubeconfig %s get --raw /readyz\n", h.Config.Layout().AdminKubeconfig())
 	fmt.Fprintf(out, "  status: systemctl status %s; logs: journalctl -u %s and %s\n", Unit, Unit, h.Config.LogFile)
 	return nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/k8s-master/k8s-master/internal/testkit"
 	"github.com/k8s-master/k8s-master/pkg/config"
 )
 
@@ -58,32 +59,12 @@ func TestCheckFlags(t *testing.T) {
 	}
 }
 
-// fakeSystemctl puts a systemctl on PATH that records its calls in
-// DIR/calls (with the runtime drop-in's ExecStart when starting) and plays
-// the service's progress; DIR/fail makes the start fail.
-func fakeSystemctl(t *testing.T) string {
+// fakeSystemctl puts internal/testkit's fake systemctl on PATH, playing
+// the service's progress; a start also logs the modes of the files in the
+// directories list names.
+func fakeSystemctl(t *testing.T, list ...string) *testkit.Systemctl {
 	t.Helper()
-	dir := t.TempDir()
-	script := `#!/bin/sh
-d=` + dir + `
-echo "$*" >> $d/calls
-case "$1" in
-show) cat $d/status 2>/dev/null ;;
-is-active) [ -f $d/active ]; exit $? ;;
-start)
-  grep '^ExecStart=.' $d/run/k8s-master.service.d/*.conf >> $d/calls
-  [ -n "$TOKEN_DIR" ] && stat -c 'token file %a %n' "$TOKEN_DIR"/* >> $d/calls
-  echo "kube-apiserver ready" > $d/status
-  [ -f $d/fail ] && { echo "Job failed" >&2; exit 1; }
-  touch $d/active ;;
-esac
-exit 0
-`
-	if err := os.WriteFile(filepath.Join(dir, "systemctl"), []byte(script), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Setenv("PATH", dir+":"+os.Getenv("PATH"))
-	return dir
+	return testkit.FakeSystemctl(t, testkit.SystemctlOptions{Progress: []string{"kube-apiserver ready"}, ListOnStart: list})
 }
 
 // handOver runs an init (or join, with a token) handed to the fake unit.
@@ -106,7 +87,7 @@ func handOver(t *testing.T, systemctlDir, verb, token string, args ...string) (s
 }
 
 func TestInitHandOver(t *testing.T) {
-	dir := fakeSystemctl(t)
+	dir := fakeSystemctl(t).Dir
 	out, _, err := handOver(t, dir, "init", "", "--name", "m1", "--advertise-address", "192.0.2.10")
 	if err != nil {
 		t.Fatalf("%v\n%s", err, out)
@@ -136,10 +117,9 @@ func TestInitHandOver(t *testing.T) {
 }
 
 func TestHandOverFailure(t *testing.T) {
-	dir := fakeSystemctl(t)
-	if err := os.WriteFile(filepath.Join(dir, "fail"), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	fake := fakeSystemctl(t)
+	dir := fake.Dir
+	fake.Fail(t, "start")
 	_, _, err := handOver(t, dir, "init", "", "--advertise-address", "192.0.2.10")
 	if err == nil || !strings.Contains(err.Error(), "journalctl -u k8s-master.service") || !strings.Contains(err.Error(), "disabled again") {
 		t.Fatalf("error = %v", err)
@@ -151,9 +131,8 @@ func TestHandOverFailure(t *testing.T) {
 }
 
 func TestJoinHandOver(t *testing.T) {
-	dir := fakeSystemctl(t)
 	tokenDir := filepath.Join(t.TempDir(), "tok")
-	t.Setenv("TOKEN_DIR", tokenDir)
+	dir := fakeSystemctl(t, tokenDir).Dir
 
 	const secret = "0123456789abcdefghijklmnopqrstuv"
 	token := "km1:abc123." + secret + "@192.0.2.10:9443/sha256:7904a83ed262410a8f1a66e06c9c1b7bf7a1648ccd72569a079cd7f3d49ee8e0"
@@ -175,7 +154,7 @@ func TestJoinHandOver(t *testing.T) {
 	tokenFile := filepath.Join(tokenDir, "join-token")
 	for _, want := range []string{
 		`ExecStart=/usr/bin/k8s-master "join" "--foreground" "--advertise-address=192.0.2.11" "--name=m2" "--token-file=` + tokenFile + `"`,
-		"token file 600 " + tokenFile,
+		"file 600 " + tokenFile,
 	} {
 		if !strings.Contains(string(calls), want) {
 			t.Errorf("systemctl calls lack %q:\n%s", want, calls)
