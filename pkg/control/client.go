@@ -36,8 +36,13 @@ func Dial(ctx context.Context, dataDir string) (*Client, error) {
 		socket:  socket,
 		hc: &http.Client{Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				name, release, err := reachable(socket)
+				if err != nil {
+					return nil, err
+				}
+				defer release()
 				var d net.Dialer
-				return d.DialContext(ctx, "unix", socket)
+				return d.DialContext(ctx, "unix", name)
 			},
 			DisableKeepAlives: true,
 		}},
