@@ -81,7 +81,7 @@ func TestIfaceNeedsVIP(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("--iface alone must pass Validate (a joiner learns the VIP later): %v", err)
 	}
-	if err := c.CheckIfaceHasVIP(); err == nil || !strings.Contains(err.Error(), `iface "eth0"`) {
+	if err := c.CheckIfaceHasVIP(); err == nil || !strings.Contains(err.Error(), `iface eth0 is set`) {
 		t.Errorf("CheckIfaceHasVIP without a VIP: %v", err)
 	}
 	c.VIP = "192.0.2.50"

@@ -59,6 +59,10 @@ func (e *SettingError) Format(name func(key string) string) string {
 
 func (e *SettingError) Unwrap() error { return e.Err }
 
+// Bare is a Value shown as the user gave it, without quotes: an address,
+// range or interface name, which holds no spaces.
+type Bare string
+
 // SettingErrors lists every SettingError in err's tree (errors.Join and
 // %w wrapping), outermost first.
 func SettingErrors(err error) []*SettingError {
