@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -332,14 +331,14 @@ func ports(c *config.Config) []preflight.Port {
 // checkConflicts refuses flags that contradict the recorded cluster.
 func checkConflicts(recorded, given *config.Config, explicit map[string]bool, verb string) error {
 	diffs := config.Conflicts(recorded, given, explicit)
-	if len(diffs) == 0 {
+	if diffs == nil {
 		return nil
 	}
 	hint := "drop those flags"
 	if verb == "init" {
 		hint += " and run: k8s-master start --data-dir " + given.DataDir
 	}
-	return fmt.Errorf("data directory %s already holds a cluster whose settings differ: %s; %s (use a new --data-dir for a new cluster)", given.DataDir, strings.Join(diffs, "; "), hint)
+	return fmt.Errorf("data directory %s already holds a cluster whose settings differ: %w; %s (%w)", given.DataDir, diffs, hint, config.Hint("use a new {data-dir} for a new cluster"))
 }
 
 func newClusterID() string {
