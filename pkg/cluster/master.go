@@ -318,13 +318,13 @@ func (m *Master) printReady() {
 
 func ports(c *config.Config) []preflight.Port {
 	return []preflight.Port{
-		{Name: "apiserver", Flag: "--apiserver-port", Host: c.BindAddress, Port: c.APIServerPort},
-		{Name: "etcd client", Flag: "--etcd-client-port", Host: c.AdvertiseAddress, Port: c.EtcdClientPort},
-		{Name: "etcd peer", Flag: "--etcd-peer-port", Host: c.AdvertiseAddress, Port: c.EtcdPeerPort},
-		{Name: "etcd metrics", Flag: "--etcd-metrics-port", Host: "127.0.0.1", Port: c.EtcdMetricsPort},
-		{Name: "controller-manager", Flag: "--controller-manager-port", Host: "127.0.0.1", Port: c.ControllerManagerPort},
-		{Name: "scheduler", Flag: "--scheduler-port", Host: "127.0.0.1", Port: c.SchedulerPort},
-		{Name: "join service", Flag: "--join-port", Host: c.BindAddress, Port: c.JoinPort},
+		{Name: "apiserver", Setting: "apiserver-port", Host: c.BindAddress, Port: c.APIServerPort},
+		{Name: "etcd client", Setting: "etcd-client-port", Host: c.AdvertiseAddress, Port: c.EtcdClientPort},
+		{Name: "etcd peer", Setting: "etcd-peer-port", Host: c.AdvertiseAddress, Port: c.EtcdPeerPort},
+		{Name: "etcd metrics", Setting: "etcd-metrics-port", Host: "127.0.0.1", Port: c.EtcdMetricsPort},
+		{Name: "controller-manager", Setting: "controller-manager-port", Host: "127.0.0.1", Port: c.ControllerManagerPort},
+		{Name: "scheduler", Setting: "scheduler-port", Host: "127.0.0.1", Port: c.SchedulerPort},
+		{Name: "join service", Setting: "join-port", Host: c.BindAddress, Port: c.JoinPort},
 	}
 }
 
