@@ -48,6 +48,11 @@ type Options struct {
 	// ReadyTimeout bounds each wait for a component to be ready (default
 	// 2 minutes).
 	ReadyTimeout time.Duration
+	// Describe words an error that names settings (config.SettingError)
+	// for the command line; cmd/ passes its flag wording. The join service
+	// words its refusals with it, since the joining command prints them as
+	// they arrive. nil: err.Error().
+	Describe func(error) string
 }
 
 // rollbackTimeout bounds the unwinding of a start that failed.
@@ -62,6 +67,8 @@ type Master struct {
 	parts builder
 	// readyTimeout bounds each readiness wait.
 	readyTimeout time.Duration
+	// describe is Options.Describe, for the join service.
+	describe func(error) string
 
 	logs       *logging.Sink
 	etcd       etcdPart
@@ -88,7 +95,7 @@ func newMaster(c *config.Config, o Options, parts builder) *Master {
 	if timeout == 0 {
 		timeout = 2 * time.Minute
 	}
-	return &Master{cfg: c, run: component.NewRunner(o.Out), parts: parts, readyTimeout: timeout, stopRequested: make(chan struct{})}
+	return &Master{cfg: c, run: component.NewRunner(o.Out), parts: parts, readyTimeout: timeout, describe: o.Describe, stopRequested: make(chan struct{})}
 }
 
 // Config is the configuration the master runs with.
@@ -217,7 +224,7 @@ func (m *Master) servingSteps() []component.Step {
 			return nil
 		}},
 		{Name: "join service", Do: func(ctx context.Context, r *component.Runner) error {
-			return r.Start(ctx, m.parts.joinService(m.cfg, m.state, m.etcdClient))
+			return r.Start(ctx, m.parts.joinService(m.cfg, m.state, m.etcdClient, m.describe))
 		}},
 	}
 	if m.vipAddr != nil {
