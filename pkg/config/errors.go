@@ -11,7 +11,9 @@ import (
 // "service-cidr", "v"): library packages do not know whether a value came
 // from a flag or from the file, so only cmd/ words it as a flag (Format).
 type SettingError struct {
-	// Setting is the config-file key.
+	// Setting is the config-file key. A setting of one command alone (join
+	// and member remove --force, token create --ttl) has no key in the file
+	// and is named the same way, by its flag's name without the dashes.
 	Setting string
 	// Value is the value the message shows: a string is quoted (as given,
 	// it may not parse), anything else (an int, a parsed address) printed
