@@ -8,12 +8,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/k8s-master/k8s-master/pkg/cluster"
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/etcd"
 	"github.com/k8s-master/k8s-master/pkg/join"
 	"github.com/k8s-master/k8s-master/pkg/preflight"
+	"github.com/k8s-master/k8s-master/pkg/vip"
 )
 
 // Library packages name settings by key; the command line prints what it
@@ -74,6 +76,10 @@ func TestFlagMessageOfLibraryErrors(t *testing.T) {
 			"removing a leaves 0 healthy of 2 voters, fewer than the quorum of 2; bring the other masters back first, or pass --force"},
 		{"quorum guard, add", func() error { return etcd.CheckAdd(members) },
 			"voting member(s) b, c unhealthy; adding a master now could cost the cluster its quorum. Bring them back or remove them (k8s-master member remove), or pass --force"},
+		{"VIP not unicast", func() error {
+			_, err := vip.Open(nil, "eth0", net.IPv4zero, time.Minute)
+			return err
+		}, "--vip 0.0.0.0 must be a unicast address"},
 		{"token TTL", func() error {
 			_, _, err := join.NewStore(nil, nil).CreateToken(context.Background(), nil, "", 0, 0, "")
 			return err
