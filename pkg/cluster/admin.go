@@ -36,7 +36,7 @@ type Admin struct {
 func OpenAdmin(dataDir string) (*Admin, error) {
 	st, err := config.ReadState(layout.Layout{Root: dataDir}.State())
 	if errors.Is(err, config.ErrNoState) {
-		return nil, fmt.Errorf("%s holds no master; pass the --data-dir of a master", dataDir)
+		return nil, fmt.Errorf("%s holds no master; %w", dataDir, config.Hint("pass the {data-dir} of a master"))
 	}
 	if err != nil {
 		return nil, err

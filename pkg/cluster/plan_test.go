@@ -77,8 +77,10 @@ func newLab(t *testing.T) *lab {
 		controllerManager: func(*config.Config, apiPart, time.Duration) component.Component {
 			return part("kube-controller-manager")
 		},
-		scheduler:   func(*config.Config, apiPart, time.Duration) component.Component { return part("kube-scheduler") },
-		joinService: func(*config.Config, *config.State, *clientv3.Client) component.Component { return part("join service") },
+		scheduler: func(*config.Config, apiPart, time.Duration) component.Component { return part("kube-scheduler") },
+		joinService: func(*config.Config, *config.State, *clientv3.Client, func(error) string) component.Component {
+			return part("join service")
+		},
 		connect: func(*config.Config) (*clientv3.Client, error) {
 			return clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 		},

@@ -107,7 +107,7 @@ func (c *Config) Complete() error {
 	if c.Name == "" {
 		h, err := os.Hostname()
 		if err != nil {
-			return fmt.Errorf("cannot read the hostname for the node name: %w; pass --name", err)
+			return fmt.Errorf("cannot read the hostname for the node name: %w; %w", err, Hint("pass {name}"))
 		}
 		c.Name = strings.ToLower(h)
 	}

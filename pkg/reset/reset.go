@@ -120,7 +120,7 @@ func checkMembership(ctx context.Context, r *run) error {
 			fmt.Fprintf(r.Out, "warning: cannot read the etcd member list (%v); going on because of --force\n", err)
 			return nil
 		}
-		return fmt.Errorf("cannot read the etcd member list: %w; --force resets anyway", err)
+		return fmt.Errorf("cannot read the etcd member list: %w; %w", err, config.Hint("{force} resets anyway"))
 	}
 	r.members = ms
 	if len(ms) <= 1 {
@@ -151,7 +151,7 @@ func leaveCluster(ctx context.Context, r *run) error {
 			fmt.Fprintf(r.Out, "warning: could not leave the cluster (%v); resetting anyway because of --force: remove this member from another master with k8s-master member remove %s\n", err, r.cfg.Name)
 			return nil
 		}
-		return fmt.Errorf("this master is one of %d in its cluster and cannot leave it: %w; --force resets anyway (then run k8s-master member remove %s on another master)", len(r.members), err, r.cfg.Name)
+		return fmt.Errorf("this master is one of %d in its cluster and cannot leave it: %w; %w (then run k8s-master member remove %s on another master)", len(r.members), err, config.Hint("{force} resets anyway"), r.cfg.Name)
 	}
 	fmt.Fprintln(r.Out, "left the cluster")
 	return nil
@@ -169,7 +169,7 @@ func confirmReset(_ context.Context, r *run) error {
 	}
 	f, ok := r.In.(*os.File)
 	if !ok || !term.IsTerminal(int(f.Fd())) {
-		return fmt.Errorf("reset deletes %s; pass --yes to confirm (no terminal to ask on)", what)
+		return fmt.Errorf("reset deletes %s; %w", what, config.Hint("pass {yes} to confirm (no terminal to ask on)"))
 	}
 	fmt.Fprintf(r.Out, "This stops the master and deletes %s. Continue? [y/N] ", what)
 	answer, _ := bufio.NewReader(r.In).ReadString('\n')
@@ -212,7 +212,7 @@ func stopMaster(ctx context.Context, r *run) error {
 	if etcd.HasData(&r.cfg) {
 		// A member that holds its backend open, whatever its port.
 		if _, err := etcd.StoredMembers(&r.cfg); err != nil && !r.Force {
-			return fmt.Errorf("%w; --force deletes it anyway", err)
+			return fmt.Errorf("%w; %w", err, config.Hint("{force} deletes it anyway"))
 		}
 	}
 	return nil

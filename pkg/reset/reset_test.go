@@ -50,7 +50,7 @@ func reset(t *testing.T, dir string, yes, force bool) (string, error) {
 func TestResetSingleMember(t *testing.T) {
 	dir := stoppedMaster(t, "m1")
 	// Not a terminal and no --yes: refused, nothing removed.
-	if _, err := reset(t, dir, false, false); err == nil || !strings.Contains(err.Error(), "--yes") {
+	if _, err := reset(t, dir, false, false); err == nil || !strings.Contains(err.Error(), "; pass yes to confirm") {
 		t.Errorf("unconfirmed reset: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "state.json")); err != nil {
@@ -70,7 +70,7 @@ func TestResetRefusesMultiMember(t *testing.T) {
 	_, err := reset(t, dir, true, false)
 	// Stopped: it cannot leave (that needs its member running), so reset
 	// refuses and says how to go on.
-	if err == nil || !strings.Contains(err.Error(), "one of 3 in its cluster") || !strings.Contains(err.Error(), "member remove m1") || !strings.Contains(err.Error(), "--force") {
+	if err == nil || !strings.Contains(err.Error(), "one of 3 in its cluster") || !strings.Contains(err.Error(), "member remove m1") || !strings.Contains(err.Error(), "; force resets anyway") {
 		t.Fatalf("reset of a multi-master member: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "state.json")); err != nil {
