@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A lab of separate hosts on one machine: N master namespaces and a client
 # namespace, each with an eth0 on one bridge (held by a switch namespace),
-# addresses in 10.99.0.0/24, no route out. See design.md section 7.
+# addresses in 10.99.0.0/24, no route out: test traffic never leaves the
+# namespaces this script made (test/lab_test.go drives it).
 #
 #   scripts/netns-lab.sh up N      masters PREFIXm1..PREFIXmN (10.99.0.11..),
 #                                  client PREFIXc (10.99.0.100), switch PREFIXsw

@@ -62,14 +62,15 @@ func setup(m *testing.M) (int, error) {
 
 // ports are the listening ports of one master.
 type ports struct {
-	API, EtcdClient, EtcdPeer, EtcdMetrics, KCM, Sched int
+	API, EtcdClient, EtcdPeer, EtcdMetrics, KCM, Sched, Join int
 }
 
-// freePorts asks the kernel for six distinct unused loopback ports.
+// freePorts asks the kernel for seven distinct unused loopback ports: a
+// test master must not depend on a default port being free on the host.
 func freePorts(t *testing.T) ports {
 	t.Helper()
-	ps := testkit.FreePorts(t, 6)
-	return ports{ps[0], ps[1], ps[2], ps[3], ps[4], ps[5]}
+	ps := testkit.FreePorts(t, 7)
+	return ports{ps[0], ps[1], ps[2], ps[3], ps[4], ps[5], ps[6]}
 }
 
 func (p ports) flags() []string {
@@ -81,6 +82,7 @@ func (p ports) flags() []string {
 		"--etcd-metrics-port=" + strconv.Itoa(p.EtcdMetrics),
 		"--controller-manager-port=" + strconv.Itoa(p.KCM),
 		"--scheduler-port=" + strconv.Itoa(p.Sched),
+		"--join-port=" + strconv.Itoa(p.Join),
 	}
 }
 

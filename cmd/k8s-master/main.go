@@ -147,7 +147,7 @@ func runMaster(cmd *cobra.Command, c *config.Config, run startFunc) error {
 	out, ready := service.Notify(ctx, cmd.OutOrStdout())
 	stopProfile := startupProfile()
 	endBurst := startupGC()
-	m, err := run(ctx, c, cluster.Options{Out: out, Explicit: explicitFlags(cmd.Flags())})
+	m, err := run(ctx, c, cluster.Options{Out: out, Explicit: explicitFlags(cmd.Flags()), Describe: flagMessage})
 	endBurst()
 	stopProfile()
 	if err != nil {

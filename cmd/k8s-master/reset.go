@@ -1,55 +1,14 @@
 package main
 
 import (
-	"bufio"
-	"context"
-	"errors"
-	"fmt"
-	"io"
-	"os"
-	"strings"
-	"time"
-
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
-	"github.com/k8s-master/k8s-master/pkg/cluster"
 	"github.com/k8s-master/k8s-master/pkg/config"
-	"github.com/k8s-master/k8s-master/pkg/etcd"
-	"github.com/k8s-master/k8s-master/pkg/systemd"
-	"github.com/k8s-master/k8s-master/pkg/vip"
+	"github.com/k8s-master/k8s-master/pkg/reset"
 )
 
-// resetRun is one reset: what it found and what it was told.
-type resetRun struct {
-	cfg   config.Config // recorded settings, DataDir set
-	state *config.State
-	out   io.Writer
-	in    io.Reader
-	yes   bool
-	force bool
-	// members is the etcd member list checkMembership read, for the steps
-	// after it (leaving the etcd cluster needs this member's ID).
-	members []etcd.MemberInfo
-}
-
-// resetStep is one step of reset, run in order; a failing step stops it.
-type resetStep struct {
-	name string
-	run  func(ctx context.Context, r *resetRun) error
-}
-
-var resetSteps = []resetStep{
-	{"check membership", checkMembership},
-	{"confirm", confirmReset},
-	{"leave the etcd cluster", leaveCluster},
-	{"stop the master", stopMaster},
-	{"release the VIP", releaseVIP},
-	{"remove the data directory", removeDataDir},
-}
-
 func newResetCommand(dataDir *string) *cobra.Command {
-	r := &resetRun{}
+	var o reset.Options
 	cmd := &cobra.Command{
 		Use:   "reset",
 		Short: "Stop this master and delete its data directory",
@@ -65,12 +24,12 @@ confirmation unless --yes.`,
 			if err != nil {
 				return err
 			}
-			r.out, r.in = cmd.OutOrStdout(), cmd.InOrStdin()
-			return runReset(cmd.Context(), r, dir)
+			o.DataDir, o.Out, o.In = dir, cmd.OutOrStdout(), cmd.InOrStdin()
+			return reset.Run(cmd.Context(), o)
 		},
 	}
-	cmd.Flags().BoolVarP(&r.yes, "yes", "y", false, "do not ask for confirmation")
-	cmd.Flags().BoolVar(&r.force, "force", false, "reset even when this master cannot leave its multi-master cluster (the others keep it as a member until it is removed)")
+	cmd.Flags().BoolVarP(&o.Yes, "yes", "y", false, "do not ask for confirmation")
+	cmd.Flags().BoolVar(&o.Force, "force", false, "reset even when this master cannot leave its multi-master cluster (the others keep it as a member until it is removed)")
 	return cmd
 }
 
@@ -85,184 +44,4 @@ func resetDataDir(cmd *cobra.Command, flagValue string) (string, error) {
 		return "", err
 	}
 	return fs.Lookup("data-dir").Value.String(), nil
-}
-
-func runReset(ctx context.Context, r *resetRun, dir string) error {
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	c := config.Default()
-	c.DataDir = dir
-	if err := c.Complete(); err != nil {
-		return err
-	}
-	if _, err := os.Stat(c.DataDir); errors.Is(err, os.ErrNotExist) {
-		fmt.Fprintf(r.out, "%s does not exist; nothing to reset\n", c.DataDir)
-		return nil
-	}
-	st, err := config.ReadState(c.StatePath())
-	switch {
-	case err == nil:
-		r.state = st
-		r.cfg = st.Config
-		r.cfg.DataDir = c.DataDir
-	case errors.Is(err, config.ErrNoState):
-		r.cfg = c // no cluster recorded: nothing to leave
-	default:
-		return err
-	}
-	for _, s := range resetSteps {
-		if err := s.run(ctx, r); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// checkMembership refuses to reset a member of a multi-master cluster: the
-// others would lose a voter without being told.
-func checkMembership(ctx context.Context, r *resetRun) error {
-	if r.state == nil || !etcd.HasData(&r.cfg) {
-		return nil
-	}
-	ms, err := etcd.LiveMembers(ctx, &r.cfg, 3*time.Second)
-	if err != nil {
-		// Stopped (or unreachable): what the member's database says.
-		var serr error
-		if ms, serr = etcd.StoredMembers(&r.cfg); serr != nil {
-			err = fmt.Errorf("%v; %w", err, serr)
-		} else {
-			err = nil
-		}
-	}
-	if err != nil {
-		if r.force {
-			fmt.Fprintf(r.out, "warning: cannot read the etcd member list (%v); going on because of --force\n", err)
-			return nil
-		}
-		return fmt.Errorf("cannot read the etcd member list: %w; --force resets anyway", err)
-	}
-	r.members = ms
-	if len(ms) <= 1 {
-		return nil
-	}
-	names := make([]string, len(ms))
-	for i, m := range ms {
-		names[i] = m.Name
-	}
-	fmt.Fprintf(r.out, "this master is one of %d in its cluster (%s): it leaves the cluster first\n", len(ms), strings.Join(names, ", "))
-	return nil
-}
-
-// leaveCluster takes a master of a multi-master cluster out of it, as
-// `leave` does: quorum guard, member removed while it still runs, master
-// stopped. Without a running master it cannot: refused unless --force.
-func leaveCluster(ctx context.Context, r *resetRun) error {
-	if len(r.members) <= 1 {
-		return nil
-	}
-	a, err := cluster.OpenAdmin(r.cfg.DataDir)
-	if err == nil {
-		defer a.Close()
-		err = a.Leave(ctx, false, func(s string) { fmt.Fprintln(r.out, "  "+s) })
-	}
-	if err != nil {
-		if r.force {
-			fmt.Fprintf(r.out, "warning: could not leave the cluster (%v); resetting anyway because of --force: remove this member from another master with k8s-master member remove %s\n", err, r.cfg.Name)
-			return nil
-		}
-		return fmt.Errorf("this master is one of %d in its cluster and cannot leave it: %w; --force resets anyway (then run k8s-master member remove %s on another master)", len(r.members), err, r.cfg.Name)
-	}
-	fmt.Fprintln(r.out, "left the cluster")
-	return nil
-}
-
-// confirmReset asks before deleting, unless --yes; without a terminal to
-// ask on it refuses.
-func confirmReset(_ context.Context, r *resetRun) error {
-	if r.yes {
-		return nil
-	}
-	what := "the data directory " + r.cfg.DataDir
-	if r.state != nil {
-		what += fmt.Sprintf(" with cluster %s (its CA, etcd data and kubeconfigs)", r.state.ClusterID)
-	}
-	f, ok := r.in.(*os.File)
-	if !ok || !term.IsTerminal(int(f.Fd())) {
-		return fmt.Errorf("reset deletes %s; pass --yes to confirm (no terminal to ask on)", what)
-	}
-	fmt.Fprintf(r.out, "This stops the master and deletes %s. Continue? [y/N] ", what)
-	answer, _ := bufio.NewReader(r.in).ReadString('\n')
-	switch strings.ToLower(strings.TrimSpace(answer)) {
-	case "y", "yes":
-		return nil
-	}
-	return errors.New("reset cancelled; nothing changed")
-}
-
-// stopMaster stops and disables the k8s-master service when it runs (an
-// enabled unit would fail at every boot without its data), then makes sure
-// no other process still runs this data directory.
-func stopMaster(ctx context.Context, r *resetRun) error {
-	if systemd.Booted() {
-		svc := &systemd.Service{Unit: serviceUnit}
-		if svc.Installed(ctx) {
-			if svc.Active(ctx) {
-				fmt.Fprintf(r.out, "stopping the %s service\n", serviceUnit)
-			}
-			if err := svc.Disable(ctx); err != nil {
-				return err
-			}
-		}
-	}
-	if r.state == nil {
-		return nil
-	}
-	if _, err := etcd.LiveMembers(ctx, &r.cfg, 2*time.Second); err == nil {
-		return fmt.Errorf("a k8s-master process still runs %s (its etcd answers on port %d); stop it first (Ctrl-C, or kill it)", r.cfg.DataDir, r.cfg.EtcdClientPort)
-	}
-	if etcd.HasData(&r.cfg) {
-		// A member that holds its backend open, whatever its port.
-		if _, err := etcd.StoredMembers(&r.cfg); err != nil && !r.force {
-			return fmt.Errorf("%w; --force deletes it anyway", err)
-		}
-	}
-	return nil
-}
-
-// releaseVIP makes sure the VIP is off this host. A master that stopped
-// gracefully released it already; one that crashed left an address that
-// lapses within seconds, removed here at once.
-func releaseVIP(_ context.Context, r *resetRun) error {
-	if r.state == nil || r.cfg.VIP == "" {
-		return nil
-	}
-	a, err := cluster.OpenVIP(&r.cfg)
-	if err != nil {
-		lifetime := vip.AddressLifetime(time.Duration(r.cfg.VIPLeaseTTL) * time.Second)
-		fmt.Fprintf(r.out, "warning: cannot check the VIP on this host (%v); it lapses by itself within %s\n", err, lifetime)
-		return nil
-	}
-	defer a.Close()
-	held, err := a.Held()
-	if err != nil {
-		return fmt.Errorf("check the VIP on %s: %w", a.Link().Attrs().Name, err)
-	}
-	if !held {
-		fmt.Fprintf(r.out, "VIP %s is not on this host\n", r.cfg.VIP)
-		return nil
-	}
-	if err := a.Release(); err != nil {
-		return err
-	}
-	fmt.Fprintf(r.out, "released VIP %s from %s\n", r.cfg.VIP, a.Link().Attrs().Name)
-	return nil
-}
-
-func removeDataDir(_ context.Context, r *resetRun) error {
-	if err := os.RemoveAll(r.cfg.DataDir); err != nil {
-		return fmt.Errorf("remove %s: %w", r.cfg.DataDir, err)
-	}
-	fmt.Fprintf(r.out, "removed %s\n", r.cfg.DataDir)
-	return nil
 }

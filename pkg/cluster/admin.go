@@ -8,17 +8,18 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/k8s-master/k8s-master/pkg/config"
+	"github.com/k8s-master/k8s-master/pkg/control"
 	"github.com/k8s-master/k8s-master/pkg/datadir"
 	"github.com/k8s-master/k8s-master/pkg/etcd"
 	"github.com/k8s-master/k8s-master/pkg/join"
+	"github.com/k8s-master/k8s-master/pkg/layout"
 	"github.com/k8s-master/k8s-master/pkg/pki"
+	"github.com/k8s-master/k8s-master/pkg/poll"
 	"github.com/k8s-master/k8s-master/pkg/vip"
 )
 
@@ -33,9 +34,9 @@ type Admin struct {
 // OpenAdmin reads the data directory's state and connects to the local etcd
 // member.
 func OpenAdmin(dataDir string) (*Admin, error) {
-	st, err := config.ReadState((&config.Config{DataDir: dataDir}).StatePath())
+	st, err := config.ReadState(layout.Layout{Root: dataDir}.State())
 	if errors.Is(err, config.ErrNoState) {
-		return nil, fmt.Errorf("%s holds no master; pass the --data-dir of a master", dataDir)
+		return nil, fmt.Errorf("%s holds no master; %w", dataDir, config.Hint("pass the {data-dir} of a master"))
 	}
 	if err != nil {
 		return nil, err
@@ -143,7 +144,7 @@ func (a *Admin) apiClient() *http.Client {
 // clusterCAClient is an HTTPS client that trusts the cluster CA;
 // serverName, when set, is the name the server's certificate must have.
 func clusterCAClient(c *config.Config, timeout time.Duration, serverName string) (*http.Client, error) {
-	caPEM, err := os.ReadFile(pki.CertPath(c.PKIDir(), pki.ClusterCA))
+	caPEM, err := os.ReadFile(pki.CertPath(c.Layout().PKIDir(), pki.ClusterCA))
 	if err != nil {
 		return nil, err
 	}
@@ -230,19 +231,16 @@ func (a *Admin) RemoveMember(ctx context.Context, name string, force bool) error
 // connected for a few seconds (right after a join, say): that is waited out
 // for up to 30 s.
 func removeMember(ctx context.Context, cli *clientv3.Client, id uint64) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var last error
+	return poll.Until(ctx, time.Second, 30*time.Second, func(ctx context.Context) (bool, error) {
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := cli.MemberRemove(rctx, id)
-		cancel()
-		if err == nil {
-			return nil
+		defer cancel()
+		_, last = cli.MemberRemove(rctx, id)
+		if last != nil && !etcd.IsUnhealthy(last) {
+			return false, fmt.Errorf("etcd member remove: %w", last)
 		}
-		if !errors.Is(err, rpctypes.ErrUnhealthy) || time.Now().After(deadline) {
-			return fmt.Errorf("etcd member remove: %w", err)
-		}
-		time.Sleep(time.Second)
-	}
+		return last == nil, nil
+	}, func() error { return fmt.Errorf("etcd member remove: %w", last) })
 }
 
 // moveLeader makes another healthy voter the etcd leader; cli must reach
@@ -260,9 +258,10 @@ func moveLeader(ctx context.Context, cli *clientv3.Client, ms []etcd.MemberStatu
 	return errors.New("no other healthy voter")
 }
 
-// Leave takes this master out of the cluster: quorum guard, stop the local
-// master, remove its etcd member through the others, wipe its state so it
-// can join again. note reports progress.
+// Leave takes this master out of the cluster: quorum guard, the running
+// master told through its control socket (it gives the VIP up), its etcd
+// member removed through the others, the master stopped, its state wiped
+// so it can join again. note reports progress.
 func (a *Admin) Leave(ctx context.Context, force bool, note func(string)) error {
 	ms, self, err := a.findMember(ctx, a.Config.Name)
 	if err != nil {
@@ -277,14 +276,25 @@ func (a *Admin) Leave(ctx context.Context, force bool, note func(string)) error 
 	if len(others) == 0 {
 		return errors.New("this is the only member; there is no cluster to leave (use k8s-master reset to remove it)")
 	}
+	// The running master is told through its control socket; without it
+	// leave cannot go on: the member is removed while it runs.
+	master, err := control.Dial(ctx, a.Config.DataDir)
+	if err != nil {
+		return err
+	}
 	if err := a.Store().UnregisterMaster(ctx, a.Config.Name); err != nil {
 		return fmt.Errorf("unregister this master: %w", err)
 	}
 	// Remove the member while it still runs: in a two-member cluster both
-	// are needed to commit the removal.
-	marker := filepath.Join(a.Config.DataDir, datadir.LeavingMarker)
-	if err := os.WriteFile(marker, nil, 0o600); err != nil {
+	// are needed to commit the removal. Told first, the master gives the
+	// VIP up and takes its member's removal as the end it is.
+	if err := master.PrepareLeave(ctx); err != nil {
 		return err
+	}
+	stay := func() {
+		if err := master.CancelLeave(context.WithoutCancel(ctx)); err != nil {
+			note("warning: " + err.Error())
+		}
 	}
 	if a.Config.VIP != "" {
 		note("handing the VIP over")
@@ -306,17 +316,17 @@ func (a *Admin) Leave(ctx context.Context, force bool, note func(string)) error 
 	a.cli.Close()
 	cli, err := etcd.NewClient(a.Config, others...)
 	if err != nil {
-		os.Remove(marker)
+		stay()
 		return err
 	}
 	a.cli = cli
 	note("removing the etcd member")
 	if err := removeMember(ctx, cli, self.ID); err != nil {
-		os.Remove(marker)
+		stay()
 		return err
 	}
 	note("stopping the local master")
-	if err := datadir.StopRunning(a.Config.DataDir, 30*time.Second); err != nil {
+	if err := master.StopMaster(ctx, 30*time.Second); err != nil {
 		return err
 	}
 	note("wiping the local etcd data and state")

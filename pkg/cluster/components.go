@@ -49,7 +49,7 @@ type builder struct {
 	apiServer         func(c *config.Config, timeout time.Duration) apiPart
 	controllerManager func(c *config.Config, api apiPart, timeout time.Duration) component.Component
 	scheduler         func(c *config.Config, api apiPart, timeout time.Duration) component.Component
-	joinService       func(c *config.Config, st *config.State, cli *clientv3.Client) component.Component
+	joinService       func(c *config.Config, st *config.State, cli *clientv3.Client, describe func(error) string) component.Component
 	// connect opens the master's etcd client (local member).
 	connect func(c *config.Config) (*clientv3.Client, error)
 	// openVIP checks the VIP against this host and opens its address
@@ -74,8 +74,8 @@ var realParts = builder{
 	scheduler: func(c *config.Config, api apiPart, timeout time.Duration) component.Component {
 		return &leaderElected{name: "kube-scheduler", cfg: c, api: api, timeout: timeout, build: controlplane.NewScheduler}
 	},
-	joinService: func(c *config.Config, st *config.State, cli *clientv3.Client) component.Component {
-		return &joinService{cfg: c, state: st, cli: cli}
+	joinService: func(c *config.Config, st *config.State, cli *clientv3.Client, describe func(error) string) component.Component {
+		return &joinService{cfg: c, state: st, cli: cli, describe: describe}
 	},
 	connect: func(c *config.Config) (*clientv3.Client, error) { return etcd.NewClient(c) },
 	openVIP: func(c *config.Config, probe bool) (*vip.Address, func(), error) {
@@ -97,6 +97,7 @@ type etcdMember struct {
 
 	m        *etcd.Member
 	stopOnce sync.Once
+	closed   chan struct{} // closed once the member has closed
 	exited   chan error
 }
 
@@ -133,10 +134,12 @@ func (e *etcdMember) Stop(ctx context.Context) error {
 	if e.m == nil {
 		return nil
 	}
-	done := make(chan struct{})
-	e.stopOnce.Do(func() { go func() { e.m.Close(); close(done) }() })
+	e.stopOnce.Do(func() {
+		e.closed = make(chan struct{})
+		go func() { e.m.Close(); close(e.closed) }()
+	})
 	select {
-	case <-done:
+	case <-e.closed:
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("etcd is still closing: %w", ctx.Err())
@@ -321,6 +324,8 @@ type joinService struct {
 	state *config.State
 	cli   *clientv3.Client
 	srv   *join.Server
+
+	describe func(error) string
 }
 
 func (j *joinService) Name() string { return "join service" }
@@ -333,7 +338,7 @@ func (j *joinService) Start(ctx context.Context) error {
 	if err := join.NewStore(j.cli, nil).RegisterMaster(rctx, info); err != nil {
 		return fmt.Errorf("register this master in etcd: %w", err)
 	}
-	j.srv = join.NewServer(c, j.state, j.cli)
+	j.srv = join.NewServer(c, j.state, j.cli, j.describe)
 	return j.srv.Start()
 }
 

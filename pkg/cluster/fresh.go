@@ -57,7 +57,7 @@ func freshDirSteps(c *config.Config, ds *datadir.Contents) []component.Step {
 // checkForeign refuses a directory that holds something else.
 func checkForeign(c *config.Config, ds *datadir.Contents) error {
 	if len(ds.Foreign) > 0 {
-		return fmt.Errorf("data directory %s is not empty and holds no k8s-master (found %s); pass an empty or new --data-dir", c.DataDir, strings.Join(ds.Foreign, ", "))
+		return fmt.Errorf("data directory %s is not empty and holds no k8s-master (found %s); %w", c.DataDir, strings.Join(ds.Foreign, ", "), config.Hint("pass an empty or new {data-dir}"))
 	}
 	return nil
 }

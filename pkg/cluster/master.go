@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +48,11 @@ type Options struct {
 	// ReadyTimeout bounds each wait for a component to be ready (default
 	// 2 minutes).
 	ReadyTimeout time.Duration
+	// Describe words an error that names settings (config.SettingError)
+	// for the command line; cmd/ passes its flag wording. The join service
+	// words its refusals with it, since the joining command prints them as
+	// they arrive. nil: err.Error().
+	Describe func(error) string
 }
 
 // rollbackTimeout bounds the unwinding of a start that failed.
@@ -63,6 +67,8 @@ type Master struct {
 	parts builder
 	// readyTimeout bounds each readiness wait.
 	readyTimeout time.Duration
+	// describe is Options.Describe, for the join service.
+	describe func(error) string
 
 	logs       *logging.Sink
 	etcd       etcdPart
@@ -89,7 +95,7 @@ func newMaster(c *config.Config, o Options, parts builder) *Master {
 	if timeout == 0 {
 		timeout = 2 * time.Minute
 	}
-	return &Master{cfg: c, run: component.NewRunner(o.Out), parts: parts, readyTimeout: timeout, stopRequested: make(chan struct{})}
+	return &Master{cfg: c, run: component.NewRunner(o.Out), parts: parts, readyTimeout: timeout, describe: o.Describe, stopRequested: make(chan struct{})}
 }
 
 // Config is the configuration the master runs with.
@@ -218,7 +224,7 @@ func (m *Master) servingSteps() []component.Step {
 			return nil
 		}},
 		{Name: "join service", Do: func(ctx context.Context, r *component.Runner) error {
-			return r.Start(ctx, m.parts.joinService(m.cfg, m.state, m.etcdClient))
+			return r.Start(ctx, m.parts.joinService(m.cfg, m.state, m.etcdClient, m.describe))
 		}},
 	}
 	if m.vipAddr != nil {
@@ -319,27 +325,27 @@ func (m *Master) printReady() {
 
 func ports(c *config.Config) []preflight.Port {
 	return []preflight.Port{
-		{Name: "apiserver", Flag: "--apiserver-port", Host: c.BindAddress, Port: c.APIServerPort},
-		{Name: "etcd client", Flag: "--etcd-client-port", Host: c.AdvertiseAddress, Port: c.EtcdClientPort},
-		{Name: "etcd peer", Flag: "--etcd-peer-port", Host: c.AdvertiseAddress, Port: c.EtcdPeerPort},
-		{Name: "etcd metrics", Flag: "--etcd-metrics-port", Host: "127.0.0.1", Port: c.EtcdMetricsPort},
-		{Name: "controller-manager", Flag: "--controller-manager-port", Host: "127.0.0.1", Port: c.ControllerManagerPort},
-		{Name: "scheduler", Flag: "--scheduler-port", Host: "127.0.0.1", Port: c.SchedulerPort},
-		{Name: "join service", Flag: "--join-port", Host: c.BindAddress, Port: c.JoinPort},
+		{Name: "apiserver", Setting: "apiserver-port", Host: c.BindAddress, Port: c.APIServerPort},
+		{Name: "etcd client", Setting: "etcd-client-port", Host: c.AdvertiseAddress, Port: c.EtcdClientPort},
+		{Name: "etcd peer", Setting: "etcd-peer-port", Host: c.AdvertiseAddress, Port: c.EtcdPeerPort},
+		{Name: "etcd metrics", Setting: "etcd-metrics-port", Host: "127.0.0.1", Port: c.EtcdMetricsPort},
+		{Name: "controller-manager", Setting: "controller-manager-port", Host: "127.0.0.1", Port: c.ControllerManagerPort},
+		{Name: "scheduler", Setting: "scheduler-port", Host: "127.0.0.1", Port: c.SchedulerPort},
+		{Name: "join service", Setting: "join-port", Host: c.BindAddress, Port: c.JoinPort},
 	}
 }
 
 // checkConflicts refuses flags that contradict the recorded cluster.
 func checkConflicts(recorded, given *config.Config, explicit map[string]bool, verb string) error {
 	diffs := config.Conflicts(recorded, given, explicit)
-	if len(diffs) == 0 {
+	if diffs == nil {
 		return nil
 	}
 	hint := "drop those flags"
 	if verb == "init" {
 		hint += " and run: k8s-master start --data-dir " + given.DataDir
 	}
-	return fmt.Errorf("data directory %s already holds a cluster whose settings differ: %s; %s (use a new --data-dir for a new cluster)", given.DataDir, strings.Join(diffs, "; "), hint)
+	return fmt.Errorf("data directory %s already holds a cluster whose settings differ: %w; %s (%w)", given.DataDir, diffs, hint, config.Hint("use a new {data-dir} for a new cluster"))
 }
 
 func newClusterID() string {

@@ -105,7 +105,7 @@ func startWith(ctx context.Context, c *config.Config, o Options, parts builder) 
 	st, err := config.ReadState(c.Layout().State())
 	if errors.Is(err, config.ErrNoState) {
 		if _, serr := os.Stat(c.DataDir); serr != nil {
-			return nil, fmt.Errorf("data directory %s does not exist; run k8s-master init to create a cluster, or pass --data-dir", c.DataDir)
+			return nil, fmt.Errorf("data directory %s does not exist; run k8s-master init to create a cluster, or %w", c.DataDir, config.Hint("pass {data-dir}"))
 		}
 		return nil, fmt.Errorf("%s holds no initialised master; run k8s-master init --data-dir %s", c.DataDir, c.DataDir)
 	}

@@ -4,11 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/k8s-master/k8s-master/pkg/component/componenttest"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,94 +31,25 @@ import (
 // lock, log and control socket, and a plain etcd behind the master's etcd
 // client for the join service's registration and the first token.
 
-type journal struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (j *journal) add(s string) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	j.lines = append(j.lines, s)
-}
-
-func (j *journal) has(s string) bool {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	for _, l := range j.lines {
-		if l == s {
-			return true
-		}
-	}
-	return false
-}
-
-// filtered is the journal's lines that start with one of prefixes.
-func (j *journal) filtered(prefixes ...string) []string {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	var out []string
-	for _, l := range j.lines {
-		for _, p := range prefixes {
-			if strings.HasPrefix(l, p) {
-				out = append(out, l)
-				break
-			}
-		}
-	}
-	return out
-}
-
-// fakePart stands for any component of a master.
+// fakePart stands for any part of a master.
 type fakePart struct {
-	name       string
-	j          *journal
-	startErr   error
-	readyErr   error
-	neverReady bool
-	served     chan struct{}
-	stops      int
+	componenttest.Fake
 }
 
-func (f *fakePart) Name() string { return f.name }
-func (f *fakePart) Start(context.Context) error {
-	f.j.add("start " + f.name)
-	return f.startErr
-}
-func (f *fakePart) Ready(ctx context.Context) error {
-	if f.neverReady {
-		<-ctx.Done()
-		return ctx.Err()
-	}
-	if f.readyErr != nil {
-		return f.readyErr
-	}
-	f.j.add("ready " + f.name)
-	if f.served != nil {
-		close(f.served)
-		f.served = nil
-	}
-	return nil
-}
-func (f *fakePart) Stop(context.Context) error {
-	f.stops++
-	f.j.add("stop " + f.name)
-	return nil
-}
 func (f *fakePart) ClusterID() string           { return "c0ffee" }
 func (f *fakePart) HasLeader() bool             { return true }
 func (f *fakePart) Served() <-chan struct{}     { return make(chan struct{}) }
 func (f *fakePart) Gate() *controlplane.VIPGate { return nil }
 func (f *fakePart) sure(t *testing.T, stops int) {
 	t.Helper()
-	if f.stops != stops {
-		t.Errorf("%s stopped %d times, want %d", f.name, f.stops, stops)
+	if f.Stops() != stops {
+		t.Errorf("%s stopped %d times, want %d", f.ID, f.Stops(), stops)
 	}
 }
 
 // lab is one test's fakes.
 type lab struct {
-	j     *journal
+	j     *componenttest.Journal
 	parts map[string]*fakePart
 	b     builder
 	// vipCloses counts closes of the VIP handle.
@@ -127,12 +58,12 @@ type lab struct {
 }
 
 func newLab(t *testing.T) *lab {
-	l := &lab{j: &journal{}, parts: map[string]*fakePart{}}
+	l := &lab{j: &componenttest.Journal{}, parts: map[string]*fakePart{}}
 	part := func(name string) *fakePart {
 		if p, ok := l.parts[name]; ok {
 			return p
 		}
-		p := &fakePart{name: name, j: l.j}
+		p := &fakePart{componenttest.Fake{ID: name, J: l.j}}
 		l.parts[name] = p
 		return p
 	}
@@ -146,8 +77,10 @@ func newLab(t *testing.T) *lab {
 		controllerManager: func(*config.Config, apiPart, time.Duration) component.Component {
 			return part("kube-controller-manager")
 		},
-		scheduler:   func(*config.Config, apiPart, time.Duration) component.Component { return part("kube-scheduler") },
-		joinService: func(*config.Config, *config.State, *clientv3.Client) component.Component { return part("join service") },
+		scheduler: func(*config.Config, apiPart, time.Duration) component.Component { return part("kube-scheduler") },
+		joinService: func(*config.Config, *config.State, *clientv3.Client, func(error) string) component.Component {
+			return part("join service")
+		},
 		connect: func(*config.Config) (*clientv3.Client, error) {
 			return clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 5 * time.Second, Logger: zap.NewNop()})
 		},
@@ -157,7 +90,7 @@ func newLab(t *testing.T) *lab {
 			}
 			return nil, func() { l.vipCloses++ }, nil
 		},
-		promote: func(context.Context, *config.Config, *join.Response) error { l.j.add("promote"); return nil },
+		promote: func(context.Context, *config.Config, *join.Response) error { l.j.Add("promote"); return nil },
 		removeLearner: func(*config.Config, *join.Response) error {
 			l.learnerRemoved = true
 			return nil
@@ -230,7 +163,7 @@ func TestInitRunsTheListAndStopsInReverse(t *testing.T) {
 	if !strings.Contains(out.String(), "ready in ") || !strings.Contains(out.String(), "join token (valid 24 h") {
 		t.Errorf("no ready summary with the join token:\n%s", out.String())
 	}
-	equal(t, "start order", l.j.filtered("start", "ready"), startOrder)
+	equal(t, "start order", l.j.Lines("start", "ready"), startOrder)
 	if _, err := config.ReadState(c.Layout().State()); err != nil {
 		t.Fatalf("no state recorded: %v", err)
 	}
@@ -242,7 +175,7 @@ func TestInitRunsTheListAndStopsInReverse(t *testing.T) {
 	if err := m.Wait(ctx, 15*time.Second, nil); err != nil {
 		t.Fatal(err)
 	}
-	equal(t, "stop order", l.j.filtered("stop"), stopOrder)
+	equal(t, "stop order", l.j.Lines("stop"), stopOrder)
 	for _, p := range l.parts {
 		p.sure(t, 1)
 	}
@@ -254,7 +187,7 @@ func TestInitRunsTheListAndStopsInReverse(t *testing.T) {
 
 func TestInitFailingBeforeCommitTakesEverythingBack(t *testing.T) {
 	l := newLab(t)
-	l.parts["etcd"].neverReady = true
+	l.parts["etcd"].NeverReady = true
 	c := testConfig(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -264,7 +197,7 @@ func TestInitFailingBeforeCommitTakesEverythingBack(t *testing.T) {
 		t.Fatalf("err = %v, want etcd's failure without a hint to start", err)
 	}
 	equal(t, "progress", progressSteps(out.String()), []string{"preflight checks ok", "cluster PKI and credentials ok", "etcd member ready FAILED"})
-	equal(t, "stop order", l.j.filtered("stop"), stopOrder[1:])
+	equal(t, "stop order", l.j.Lines("stop"), stopOrder[1:])
 	for _, n := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
 		l.parts[n].sure(t, 1)
 	}
@@ -276,13 +209,13 @@ func TestInitFailingBeforeCommitTakesEverythingBack(t *testing.T) {
 
 func TestInitFailingAfterCommitKeepsTheCluster(t *testing.T) {
 	l := newLab(t)
-	l.parts["kube-apiserver"].readyErr = errors.New("bind: address in use")
+	l.parts["kube-apiserver"].ReadyErr = errors.New("bind: address in use")
 	c := testConfig(t)
 	_, err := initWith(context.Background(), c, Options{}, l.b)
 	if err == nil || !strings.Contains(err.Error(), "bind: address in use") || !strings.Contains(err.Error(), "the cluster was created, fix the cause and run: k8s-master start") {
 		t.Fatalf("err = %v, want the apiserver's failure and how to go on", err)
 	}
-	equal(t, "stop order", l.j.filtered("stop"), stopOrder[1:])
+	equal(t, "stop order", l.j.Lines("stop"), stopOrder[1:])
 	for _, n := range []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} {
 		l.parts[n].sure(t, 1)
 	}
@@ -362,14 +295,14 @@ func TestJoinFailingBeforePromotionTakesTheLearnerBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	l.b.admit = func(context.Context, join.Token, join.Request, func(string)) (*join.Response, error) {
-		l.j.add("admitted")
+		l.j.Add("admitted")
 		return &join.Response{ClusterID: "abc", CAPin: pin, EtcdClusterID: "c0ffee", MemberID: "1234", InitialCluster: "m0=https://127.0.0.1:1,m1=https://127.0.0.1:2",
 			EtcdEndpoints: []string{"https://127.0.0.1:1"}, ServiceCIDR: "10.96.0.0/12", ClusterDomain: "cluster.local", Files: files}, nil
 	}
 	tok := join.Token{ID: "abcdef", Secret: strings.Repeat("b", 32), Endpoints: []string{"127.0.0.1:1"}, CAPin: pin}.String()
 
 	t.Run("etcd never catches up", func(t *testing.T) {
-		l.parts["etcd"].neverReady = true
+		l.parts["etcd"].NeverReady = true
 		c := testConfig(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
@@ -390,21 +323,21 @@ func TestJoinFailingBeforePromotionTakesTheLearnerBack(t *testing.T) {
 		l.parts["etcd"].sure(t, 1)
 	})
 	t.Run("success", func(t *testing.T) {
-		l.parts["etcd"].neverReady, l.learnerRemoved = false, false
-		l.j.lines = nil
+		l.parts["etcd"].NeverReady, l.learnerRemoved = false, false
+		l.j.Reset()
 		for _, p := range l.parts {
-			p.stops = 0
+			p.ResetStops()
 		}
 		c := testConfig(t)
 		m, err := joinWith(context.Background(), c, JoinOptions{Token: tok}, l.b)
 		if err != nil {
 			t.Fatal(err)
 		}
-		equal(t, "start order", l.j.filtered("start", "ready", "promote", "admitted"), append([]string{"admitted", "start etcd", "ready etcd", "promote"}, append(startOrder[1:4], startOrder[5:]...)...))
+		equal(t, "start order", l.j.Lines("start", "ready", "promote", "admitted"), append([]string{"admitted", "start etcd", "ready etcd", "promote"}, append(startOrder[1:4], startOrder[5:]...)...))
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		m.Wait(ctx, 15*time.Second, nil)
-		equal(t, "stop order", l.j.filtered("stop"), stopOrder)
+		equal(t, "stop order", l.j.Lines("stop"), stopOrder)
 		if l.learnerRemoved {
 			t.Error("a promoted member was taken back")
 		}
@@ -423,12 +356,12 @@ func TestControlSocketStopAndLeave(t *testing.T) {
 	if err := m.PrepareLeave(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if !l.j.has("start etcd") {
+	if len(l.j.Lines("start etcd")) != 1 {
 		t.Fatal("etcd never started")
 	}
 	m.Stop()
 	if err := m.Wait(context.Background(), 15*time.Second, nil); err != nil {
 		t.Fatalf("a requested stop returned %v", err)
 	}
-	equal(t, "stop order", l.j.filtered("stop"), stopOrder)
+	equal(t, "stop order", l.j.Lines("stop"), stopOrder)
 }

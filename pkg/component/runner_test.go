@@ -4,71 +4,20 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/k8s-master/k8s-master/pkg/component/componenttest"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
 
-// journal records what the fakes were asked to do, in order.
-type journal struct {
-	mu    sync.Mutex
-	lines []string
+type fake = componenttest.Fake
+
+// exiting is a fake that can stop on its own.
+type exiting struct {
+	*fake
+	exited chan error
 }
-
-func (j *journal) add(s string) {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	j.lines = append(j.lines, s)
-}
-
-func (j *journal) get() []string {
-	j.mu.Lock()
-	defer j.mu.Unlock()
-	return append([]string(nil), j.lines...)
-}
-
-// fake is a component whose behaviour each test sets.
-type fake struct {
-	name     string
-	j        *journal
-	startErr error
-	// neverReady makes Ready block until its context ends.
-	neverReady bool
-	// stopHangs makes Stop block until its context ends.
-	stopHangs bool
-	exited    chan error
-	stops     int
-}
-
-func (f *fake) Name() string { return f.name }
-
-func (f *fake) Start(context.Context) error {
-	f.j.add("start " + f.name)
-	return f.startErr
-}
-
-func (f *fake) Ready(ctx context.Context) error {
-	if f.neverReady {
-		<-ctx.Done()
-		return ctx.Err()
-	}
-	f.j.add("ready " + f.name)
-	return nil
-}
-
-func (f *fake) Stop(ctx context.Context) error {
-	f.stops++
-	f.j.add("stop " + f.name)
-	if f.stopHangs {
-		<-ctx.Done()
-		return ctx.Err()
-	}
-	return nil
-}
-
-type exiting struct{ *fake }
 
 func (e exiting) Exited() <-chan error { return e.exited }
 
@@ -91,14 +40,14 @@ func equal(t *testing.T, got, want []string) {
 }
 
 func TestRunStartsInOrderAndStopsInReverseOnce(t *testing.T) {
-	j := &journal{}
-	a, b, c := &fake{name: "a", j: j}, &fake{name: "b", j: j}, &fake{name: "c", j: j}
+	j := &componenttest.Journal{}
+	a, b, c := &fake{ID: "a", J: j}, &fake{ID: "b", J: j}, &fake{ID: "c", J: j}
 	var out bytes.Buffer
 	r := NewRunner(&out)
 	err := r.Run(context.Background(), []Step{
 		startStep("a ready", a),
 		{Do: func(_ context.Context, r *Runner) error {
-			r.OnStop("release lock", func(context.Context) error { j.add("release lock"); return nil })
+			r.OnStop("release lock", func(context.Context) error { j.Add("release lock"); return nil })
 			return nil
 		}},
 		startStep("b and c ready", b, c),
@@ -112,11 +61,11 @@ func TestRunStartsInOrderAndStopsInReverseOnce(t *testing.T) {
 	if err := r.Stop(5 * time.Second); err != nil {
 		t.Fatal(err)
 	}
-	equal(t, j.get(), []string{"start a", "ready a", "start b", "start c", "ready b", "ready c",
+	equal(t, j.Lines(), []string{"start a", "ready a", "start b", "start c", "ready b", "ready c",
 		"stop c", "stop b", "release lock", "stop a"})
 	for _, f := range []*fake{a, b, c} {
-		if f.stops != 1 {
-			t.Errorf("%s stopped %d times, want once", f.name, f.stops)
+		if f.Stops() != 1 {
+			t.Errorf("%s stopped %d times, want once", f.ID, f.Stops())
 		}
 	}
 	// Progress: one line per named step, none for the silent one.
@@ -134,15 +83,15 @@ func TestRunStartsInOrderAndStopsInReverseOnce(t *testing.T) {
 }
 
 func TestFailedStartRollsBackExactlyWhatRan(t *testing.T) {
-	j := &journal{}
-	a := &fake{name: "a", j: j}
-	broken := &fake{name: "broken", j: j, startErr: errors.New("port taken")}
-	never := &fake{name: "never", j: j}
+	j := &componenttest.Journal{}
+	a := &fake{ID: "a", J: j}
+	broken := &fake{ID: "broken", J: j, StartErr: errors.New("port taken")}
+	never := &fake{ID: "never", J: j}
 	var out bytes.Buffer
 	r := NewRunner(&out)
 	err := r.Run(context.Background(), []Step{
 		{Do: func(_ context.Context, r *Runner) error {
-			r.OnRollback("remove files", func(context.Context) error { j.add("remove files"); return nil })
+			r.OnRollback("remove files", func(context.Context) error { j.Add("remove files"); return nil })
 			return nil
 		}},
 		startStep("a ready", a),
@@ -158,19 +107,19 @@ func TestFailedStartRollsBackExactlyWhatRan(t *testing.T) {
 	r.Rollback(5 * time.Second)
 	// The half-started component is stopped too: it may hold what it
 	// opened before failing.
-	equal(t, j.get(), []string{"start a", "ready a", "start broken", "stop broken", "stop a", "remove files"})
-	if never.stops != 0 {
+	equal(t, j.Lines(), []string{"start a", "ready a", "start broken", "stop broken", "stop a", "remove files"})
+	if never.Stops() != 0 {
 		t.Error("a component that never started was stopped")
 	}
 }
 
 func TestCommitKeepsWork(t *testing.T) {
-	j := &journal{}
-	a, b := &fake{name: "a", j: j}, &fake{name: "b", j: j, startErr: errors.New("boom")}
+	j := &componenttest.Journal{}
+	a, b := &fake{ID: "a", J: j}, &fake{ID: "b", J: j, StartErr: errors.New("boom")}
 	r := NewRunner(nil)
 	err := r.Run(context.Background(), []Step{
 		{Do: func(_ context.Context, r *Runner) error {
-			r.OnRollback("remove files", func(context.Context) error { j.add("remove files"); return nil })
+			r.OnRollback("remove files", func(context.Context) error { j.Add("remove files"); return nil })
 			return nil
 		}},
 		startStep("", a),
@@ -184,12 +133,12 @@ func TestCommitKeepsWork(t *testing.T) {
 		t.Fatal("Committed() = false after Commit")
 	}
 	r.Rollback(5 * time.Second)
-	equal(t, j.get(), []string{"start a", "ready a", "start b", "stop b", "stop a"})
+	equal(t, j.Lines(), []string{"start a", "ready a", "start b", "stop b", "stop a"})
 }
 
 func TestNeverReadyFailsWithItsName(t *testing.T) {
-	j := &journal{}
-	slow := &fake{name: "slow", j: j, neverReady: true}
+	j := &componenttest.Journal{}
+	slow := &fake{ID: "slow", J: j, NeverReady: true}
 	r := NewRunner(nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 	defer cancel()
@@ -198,13 +147,13 @@ func TestNeverReadyFailsWithItsName(t *testing.T) {
 		t.Fatalf("err = %v, want slow's deadline", err)
 	}
 	r.Rollback(time.Second)
-	equal(t, j.get(), []string{"start slow", "stop slow"})
+	equal(t, j.Lines(), []string{"start slow", "stop slow"})
 }
 
 func TestHangingStopLeavesTheOthersTheirShare(t *testing.T) {
-	j := &journal{}
-	a, b := &fake{name: "a", j: j}, &fake{name: "b", j: j}
-	hang := &fake{name: "hang", j: j, stopHangs: true}
+	j := &componenttest.Journal{}
+	a, b := &fake{ID: "a", J: j}, &fake{ID: "b", J: j}
+	hang := &fake{ID: "hang", J: j, StopHangs: true}
 	r := NewRunner(nil)
 	if err := r.Run(context.Background(), []Step{startStep("", a, b, hang)}); err != nil {
 		t.Fatal(err)
@@ -215,7 +164,7 @@ func TestHangingStopLeavesTheOthersTheirShare(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "hang") {
 		t.Fatalf("err = %v, want the hanging stop reported", err)
 	}
-	equal(t, j.get(), []string{"start a", "start b", "start hang", "ready a", "ready b", "ready hang", "stop hang", "stop b", "stop a"})
+	equal(t, j.Lines(), []string{"start a", "start b", "start hang", "ready a", "ready b", "ready hang", "stop hang", "stop b", "stop a"})
 	// hang may use the budget less the reserve of the two after it.
 	if took > 3*time.Second+2*time.Second {
 		t.Errorf("stop took %s, over its 3 s budget", took)
@@ -226,8 +175,8 @@ func TestHangingStopLeavesTheOthersTheirShare(t *testing.T) {
 }
 
 func TestExitedNamesTheComponent(t *testing.T) {
-	j := &journal{}
-	e := exiting{&fake{name: "etcd", j: j, exited: make(chan error, 1)}}
+	j := &componenttest.Journal{}
+	e := exiting{&fake{ID: "etcd", J: j}, make(chan error, 1)}
 	r := NewRunner(nil)
 	if err := r.Run(context.Background(), []Step{startStep("", e)}); err != nil {
 		t.Fatal(err)

@@ -107,7 +107,7 @@ func (c *Config) Complete() error {
 	if c.Name == "" {
 		h, err := os.Hostname()
 		if err != nil {
-			return fmt.Errorf("cannot read the hostname for the node name: %w; pass --name", err)
+			return fmt.Errorf("cannot read the hostname for the node name: %w; %w", err, Hint("pass {name}"))
 		}
 		c.Name = strings.ToLower(h)
 	}
@@ -182,7 +182,7 @@ func (c *Config) Validate() error {
 		if err != nil {
 			add(&SettingError{Setting: "pod-cidr", Value: c.PodCIDR, Problem: "is not a CIDR", Err: err})
 		} else if svc != nil && (pod.Contains(svc.IP) || svc.Contains(pod.IP)) {
-			add(&SettingError{Setting: "pod-cidr", Value: pod, Problem: "overlaps {service-cidr} " + svc.String(), Others: []string{"service-cidr"}})
+			add(&SettingError{Setting: "pod-cidr", Value: Bare(c.PodCIDR), Problem: "overlaps {service-cidr} " + svc.String(), Others: []string{"service-cidr"}})
 		}
 	}
 	if msgs := validation.IsDNS1123Subdomain(c.ClusterDomain); len(msgs) > 0 {
@@ -218,11 +218,11 @@ func (c *Config) validateVIP(adv net.IP, svc *net.IPNet) []error {
 	case vip == nil:
 		errs = append(errs, &SettingError{Setting: "vip", Value: c.VIP, Problem: "is not an IP address"})
 	case vip.IsUnspecified() || vip.IsLoopback() || vip.IsMulticast() || vip.IsLinkLocalUnicast():
-		errs = append(errs, &SettingError{Setting: "vip", Value: vip, Problem: "must be a routable unicast address of the masters' LAN"})
+		errs = append(errs, &SettingError{Setting: "vip", Value: Bare(c.VIP), Problem: "must be a routable unicast address of the masters' LAN"})
 	case adv != nil && vip.Equal(adv):
-		errs = append(errs, &SettingError{Setting: "vip", Value: vip, Problem: "is this master's own address ({advertise-address}); pick a free address of the same subnet", Others: []string{"advertise-address"}})
+		errs = append(errs, &SettingError{Setting: "vip", Value: Bare(c.VIP), Problem: "is this master's own address ({advertise-address}); pick a free address of the same subnet", Others: []string{"advertise-address"}})
 	case svc != nil && svc.Contains(vip):
-		errs = append(errs, &SettingError{Setting: "vip", Value: vip, Problem: "lies in {service-cidr} " + c.ServiceCIDR + "; pick an address of the masters' LAN", Others: []string{"service-cidr"}})
+		errs = append(errs, &SettingError{Setting: "vip", Value: Bare(c.VIP), Problem: "lies in {service-cidr} " + c.ServiceCIDR + "; pick an address of the masters' LAN", Others: []string{"service-cidr"}})
 	}
 	if c.VIPLeaseTTL < MinVIPLeaseTTL || c.VIPLeaseTTL > MaxVIPLeaseTTL {
 		errs = append(errs, &SettingError{Setting: "vip-lease-ttl", Value: c.VIPLeaseTTL, Problem: fmt.Sprintf("is out of range %d-%d seconds (etcd cannot keep a shorter lease reliably)", MinVIPLeaseTTL, MaxVIPLeaseTTL)})
@@ -234,7 +234,7 @@ func (c *Config) validateVIP(adv net.IP, svc *net.IPNet) []error {
 // VIP is known (init: from the flags; join: from the cluster).
 func (c *Config) CheckIfaceHasVIP() error {
 	if c.VIP == "" && c.VIPInterface != "" {
-		return &SettingError{Setting: "iface", Value: c.VIPInterface, Problem: "is set but the cluster has no VIP (init {vip} sets one); drop {iface}", Others: []string{"vip", "iface"}}
+		return &SettingError{Setting: "iface", Value: Bare(c.VIPInterface), Problem: "is set but the cluster has no VIP (init {vip} sets one); drop {iface}", Others: []string{"vip", "iface"}}
 	}
 	return nil
 }
@@ -258,10 +258,10 @@ func ParseServiceCIDR(s string) (*net.IPNet, error) {
 	}
 	ones, bits := n.Mask.Size()
 	if bits-ones > 20 {
-		return nil, &SettingError{Setting: "service-cidr", Value: n, Problem: "is too large (more than 20 host bits); use a /12 or smaller"}
+		return nil, &SettingError{Setting: "service-cidr", Value: Bare(s), Problem: "is too large (more than 20 host bits); use a /12 or smaller"}
 	}
 	if bits-ones < 2 {
-		return nil, &SettingError{Setting: "service-cidr", Value: n, Problem: "is too small; it must hold at least the kubernetes service"}
+		return nil, &SettingError{Setting: "service-cidr", Value: Bare(s), Problem: "is too small; it must hold at least the kubernetes service"}
 	}
 	return n, nil
 }
@@ -320,29 +320,3 @@ func (c *Config) EtcdAdvertiseClientURL() string {
 
 // Layout names the paths in the data directory.
 func (c *Config) Layout() layout.Layout { return layout.Layout{Root: c.DataDir} }
-
-// Deprecated: use Layout.
-func (c *Config) PKIDir() string { return c.Layout().PKIDir() }
-
-// Deprecated: use Layout.
-func (c *Config) EtcdDir() string { return c.Layout().EtcdDir() }
-
-// Deprecated: use Layout.
-func (c *Config) StatePath() string { return c.Layout().State() }
-
-// Deprecated: use Layout.
-func (c *Config) AdminKubeconfig() string { return c.Layout().AdminKubeconfig() }
-
-// Deprecated: use Layout.
-func (c *Config) ControllerManagerKubeconfig() string {
-	return c.Layout().ControllerManagerKubeconfig()
-}
-
-// Deprecated: use Layout.
-func (c *Config) SchedulerKubeconfig() string { return c.Layout().SchedulerKubeconfig() }
-
-// Deprecated: use Layout.
-func (c *Config) EncryptionConfigPath() string { return c.Layout().EncryptionConfig() }
-
-// Deprecated: use Layout.
-func (c *Config) AuthenticationConfigPath() string { return c.Layout().AuthenticationConfig() }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -81,7 +82,7 @@ func TestIfaceNeedsVIP(t *testing.T) {
 	if err := c.Validate(); err != nil {
 		t.Fatalf("--iface alone must pass Validate (a joiner learns the VIP later): %v", err)
 	}
-	if err := c.CheckIfaceHasVIP(); err == nil || !strings.Contains(err.Error(), `iface "eth0"`) {
+	if err := c.CheckIfaceHasVIP(); err == nil || !strings.Contains(err.Error(), `iface eth0 is set`) {
 		t.Errorf("CheckIfaceHasVIP without a VIP: %v", err)
 	}
 	c.VIP = "192.0.2.50"
@@ -195,11 +196,16 @@ func TestConflicts(t *testing.T) {
 	given := valid()
 	given.ServiceCIDR = "10.100.0.0/16"
 	given.APIServerPort = 7443
-	if d := Conflicts(&recorded, &given, map[string]bool{}); len(d) != 0 {
-		t.Errorf("flags not given explicitly were reported: %v", d)
+	if err := Conflicts(&recorded, &given, map[string]bool{}); err != nil {
+		t.Errorf("flags not given explicitly were reported: %v", err)
 	}
-	d := Conflicts(&recorded, &given, map[string]bool{"service-cidr": true, "apiserver-port": true, "name": true})
-	if len(d) != 2 || !strings.Contains(strings.Join(d, ";"), `--service-cidr is "10.100.0.0/16" here but "10.96.0.0/12"`) || !strings.Contains(strings.Join(d, ";"), "--apiserver-port") {
-		t.Errorf("Conflicts = %v", d)
+	err := Conflicts(&recorded, &given, map[string]bool{"service-cidr": true, "apiserver-port": true, "name": true})
+	var keys []string
+	for _, se := range SettingErrors(err) {
+		keys = append(keys, se.Setting)
+	}
+	want := `apiserver-port is "7443" here but "6443" in the cluster; service-cidr is "10.100.0.0/16" here but "10.96.0.0/12" in the cluster`
+	if err == nil || err.Error() != want || !slices.Equal(keys, []string{"apiserver-port", "service-cidr"}) {
+		t.Errorf("Conflicts = %v (settings %q), want %s", err, keys, want)
 	}
 }

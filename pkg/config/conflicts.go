@@ -7,7 +7,8 @@ import (
 )
 
 // RecordedFlags are the settings init records in the data directory, by
-// flag name. Later runs take them from there, not from flags.
+// config-file key (a flag's name). Later runs take them from there, not
+// from flags.
 var RecordedFlags = []struct {
 	Flag string
 	Get  func(*Config) string
@@ -31,18 +32,22 @@ var RecordedFlags = []struct {
 	{"apiserver-san", func(c *Config) string { return strings.Join(c.APIServerSANs, ",") }},
 }
 
-// Conflicts lists, for each flag the user set explicitly, where it
-// contradicts the recorded configuration. Silently ignoring such a flag
-// would run a different master than the one asked for.
-func Conflicts(recorded, given *Config, explicit map[string]bool) []string {
-	var diffs []string
+// Conflicts says, for each setting the user gave explicitly, where it
+// contradicts the recorded configuration, one *SettingError each in one
+// sentence ("; " between them); nil if none does. Silently ignoring such a
+// setting would run a different master than the one asked for.
+func Conflicts(recorded, given *Config, explicit map[string]bool) error {
+	var diffs settingList
 	for _, f := range RecordedFlags {
 		if !explicit[f.Flag] {
 			continue
 		}
 		if want, got := f.Get(recorded), f.Get(given); want != got {
-			diffs = append(diffs, fmt.Sprintf("--%s is %q here but %q in the cluster", f.Flag, got, want))
+			diffs = append(diffs, &SettingError{Setting: f.Flag, Problem: fmt.Sprintf("is %q here but %q in the cluster", got, want)})
 		}
+	}
+	if len(diffs) == 0 {
+		return nil
 	}
 	return diffs
 }

@@ -20,7 +20,7 @@ func DetectAdvertiseAddress() (net.IP, error) {
 	}
 	ifaces, err := net.Interfaces()
 	if err != nil {
-		return nil, fmt.Errorf("cannot list network interfaces to pick an advertise address: %w; pass --advertise-address", err)
+		return nil, fmt.Errorf("cannot list network interfaces to pick an advertise address: %w; %w", err, Hint("pass {advertise-address}"))
 	}
 	for _, iface := range ifaces {
 		if iface.Flags&net.FlagUp == 0 || iface.Flags&net.FlagLoopback != 0 {

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -74,5 +75,24 @@ func TestSettingErrorWrappedAndJoined(t *testing.T) {
 	var se *SettingError
 	if !errors.As(err, &se) || se.Setting != "service-cidr" {
 		t.Errorf("errors.As: %v", se)
+	}
+}
+
+// A hint is the whole message, each setting it names worded alike; the
+// first is the setting the error is about.
+func TestHint(t *testing.T) {
+	h := Hint("check {advertise-address}/{bind-address}, not {advertise-address} alone")
+	if h.Setting != "advertise-address" || !slices.Equal(h.Others, []string{"bind-address"}) {
+		t.Errorf("Hint: setting %q, others %q", h.Setting, h.Others)
+	}
+	if got, want := h.Error(), "check advertise-address/bind-address, not advertise-address alone"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+	if got, want := h.Format(flag), "check --advertise-address/--bind-address, not --advertise-address alone"; got != want {
+		t.Errorf("Format = %q, want %q", got, want)
+	}
+	err := fmt.Errorf("cannot read x: %w; %w", os.ErrPermission, Hint("pass {log-file}"))
+	if !errors.Is(err, os.ErrPermission) || len(SettingErrors(err)) != 1 || SettingErrors(err)[0].Setting != "log-file" {
+		t.Errorf("%v: cause or setting lost", err)
 	}
 }

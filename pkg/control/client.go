@@ -12,9 +12,8 @@ import (
 	"strings"
 	"time"
 
-	"k8s.io/apimachinery/pkg/util/wait"
-
 	"github.com/k8s-master/k8s-master/pkg/datadir"
+	"github.com/k8s-master/k8s-master/pkg/poll"
 )
 
 // ErrNotRunning is returned by Dial when no master runs on the data
@@ -37,8 +36,13 @@ func Dial(ctx context.Context, dataDir string) (*Client, error) {
 		socket:  socket,
 		hc: &http.Client{Transport: &http.Transport{
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				name, release, err := reachable(socket)
+				if err != nil {
+					return nil, err
+				}
+				defer release()
 				var d net.Dialer
-				return d.DialContext(ctx, "unix", socket)
+				return d.DialContext(ctx, "unix", name)
 			},
 			DisableKeepAlives: true,
 		}},
@@ -85,17 +89,12 @@ func (c *Client) StopMaster(ctx context.Context, timeout time.Duration) error {
 	// The request fails when the master is already on its way out (its
 	// socket gone): the lock tells.
 	_ = c.call(ctx, http.MethodPost, pathStop, nil)
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, timeout, true, func(context.Context) (bool, error) {
+	return poll.Until(ctx, 100*time.Millisecond, timeout, func(context.Context) (bool, error) {
 		_, running := datadir.Running(c.dataDir)
 		return !running, nil
-	})
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
+	}, func() error {
 		return fmt.Errorf("the master at %s (pid %d) did not stop within %s; stop it (kill %d) and try again", c.dataDir, c.pid, timeout, c.pid)
-	}
-	return nil
+	})
 }
 
 // call makes one request; a reply other than 2xx is an error carrying the

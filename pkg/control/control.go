@@ -19,14 +19,12 @@
 package control
 
 import (
-	"path/filepath"
-
-	"github.com/k8s-master/k8s-master/pkg/datadir"
+	"github.com/k8s-master/k8s-master/pkg/layout"
 )
 
 // SocketPath is where the master of dataDir serves its control socket.
 func SocketPath(dataDir string) string {
-	return filepath.Join(dataDir, datadir.ControlSocket)
+	return layout.Layout{Root: dataDir}.ControlSocket()
 }
 
 // Status is what GET /v1/status answers.

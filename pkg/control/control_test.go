@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -53,7 +54,11 @@ func (f *fakeMaster) Stop() {
 // served.
 func serve(t *testing.T) (string, *fakeMaster, *Server) {
 	t.Helper()
-	dir := t.TempDir()
+	return serveIn(t, t.TempDir())
+}
+
+func serveIn(t *testing.T, dir string) (string, *fakeMaster, *Server) {
+	t.Helper()
 	lock, err := datadir.Acquire(dir)
 	if err != nil {
 		t.Fatal(err)
@@ -205,5 +210,28 @@ func TestStaleSocket(t *testing.T) {
 	err = NewServer(SocketPath(other), &fakeMaster{}).Start(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "regular file is in the way") {
 		t.Errorf("over a regular file: %v", err)
+	}
+}
+
+// A data directory whose socket path is longer than a sockaddr_un holds
+// still gets its control socket.
+func TestLongDataDirPath(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), strings.Repeat("d", 60), strings.Repeat("e", 60))
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(SocketPath(dir)); n <= maxSocketPath {
+		t.Fatalf("socket path only %d long", n)
+	}
+	dir, f, _ := serveIn(t, dir)
+	if fi, err := os.Stat(SocketPath(dir)); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket at its real path: %v %v", fi, err)
+	}
+	c, err := Dial(context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.PrepareLeave(context.Background()); err != nil || !f.leaving {
+		t.Fatalf("PrepareLeave: %v, leaving %v", err, f.leaving)
 	}
 }

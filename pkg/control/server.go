@@ -71,7 +71,12 @@ func (s *Server) Start(_ context.Context) error {
 	if err := removeSocket(tmp); err != nil {
 		return err
 	}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	name, release, err := reachable(tmp)
+	if err != nil {
+		return err
+	}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: name, Net: "unix"})
+	release()
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.path, err)
 	}

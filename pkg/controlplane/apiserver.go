@@ -25,7 +25,6 @@ import (
 	apiserverapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	apiserveroptions "k8s.io/kubernetes/cmd/kube-apiserver/app/options"
 
-	"github.com/k8s-master/k8s-master/pkg/apiserverconfig"
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/pki"
 	"github.com/k8s-master/k8s-master/pkg/poll"
@@ -92,14 +91,6 @@ func apiServerArgs(c *config.Config) []string {
 		args = append(args, "--endpoint-reconciler-type=none")
 	}
 	return args
-}
-
-// WriteAuthenticationConfig writes the apiserver's authentication config.
-//
-// Deprecated: use apiserverconfig.WriteAuthenticationConfig(c.Layout()),
-// which writes the encryption config too.
-func WriteAuthenticationConfig(c *config.Config) error {
-	return apiserverconfig.WriteAuthenticationConfig(c.Layout())
 }
 
 // StartAPIServer builds the apiserver and starts serving in the background;

@@ -14,25 +14,13 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/layout"
 )
 
-// InitMarker exists while init writes a new cluster; a data directory that
+// initMarker exists while init writes a new cluster; a data directory that
 // still has it never held a working cluster and may be started over.
-//
-// Deprecated: use config.Layout().InitMarker().
-var InitMarker = layout.Layout{}.InitMarker()
-
-// LeavingMarker exists while `leave` takes this master out of the cluster:
-// the running master then treats its etcd member's removal as a clean stop.
-const LeavingMarker = ".leaving"
-
-// ControlSocket is the running master's control socket (pkg/control); a
-// master that crashed leaves it behind, replaced at the next start.
-//
-// Deprecated: use config.Layout().ControlSocket().
-var ControlSocket = layout.Layout{}.ControlSocket()
+var initMarker = layout.Layout{}.InitMarker()
 
 // ownEntries are what a master writes at the top of the data directory:
-// init's entries, the leave marker and a crashed master's control socket.
-var ownEntries = append(layout.InitEntries(), LeavingMarker, ControlSocket)
+// init's entries and a crashed master's control socket.
+var ownEntries = append(layout.InitEntries(), layout.Layout{}.ControlSocket())
 
 // Contents describes what a data directory holds before init.
 type Contents struct {
@@ -65,7 +53,7 @@ func Inspect(c *config.Config) (*Contents, error) {
 	for _, e := range entries {
 		name := e.Name()
 		switch {
-		case name == InitMarker:
+		case name == initMarker:
 			ds.Incomplete = true
 		case layout.IsRuntime(name):
 		default:

@@ -52,7 +52,7 @@ func TestInspect(t *testing.T) {
 	})
 	t.Run("interrupted init", func(t *testing.T) {
 		d := t.TempDir()
-		touch(t, d, InitMarker, "admin.kubeconfig")
+		touch(t, d, initMarker, "admin.kubeconfig")
 		os.Mkdir(filepath.Join(d, "pki"), 0o700)
 		got, err := Inspect(cfg(d))
 		if err != nil || !got.Incomplete || len(got.Foreign) != 0 {
@@ -61,7 +61,7 @@ func TestInspect(t *testing.T) {
 	})
 	t.Run("interrupted init plus foreign files", func(t *testing.T) {
 		d := t.TempDir()
-		touch(t, d, InitMarker, "admin.kubeconfig", "notes.txt")
+		touch(t, d, initMarker, "admin.kubeconfig", "notes.txt")
 		got, err := Inspect(cfg(d))
 		if err != nil || !got.Incomplete || !slices.Equal(got.Foreign, []string{"notes.txt"}) {
 			t.Fatalf("got %+v, %v", got, err)
@@ -80,7 +80,7 @@ func TestInspect(t *testing.T) {
 
 func TestRemoveOwnEntriesKeepsOthers(t *testing.T) {
 	d := t.TempDir()
-	touch(t, d, InitMarker, "admin.kubeconfig", "state.json", "notes.txt", "k8s-master.log")
+	touch(t, d, initMarker, "admin.kubeconfig", "state.json", "notes.txt", "k8s-master.log")
 	os.MkdirAll(filepath.Join(d, "pki", "etcd"), 0o700)
 	if err := RemoveOwnEntries(d); err != nil {
 		t.Fatal(err)

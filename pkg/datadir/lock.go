@@ -1,22 +1,19 @@
 package datadir
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/k8s-master/k8s-master/pkg/layout"
-	"github.com/k8s-master/k8s-master/pkg/poll"
 )
 
 // lockFile is held (flock) by the master running on a data directory and
 // holds its pid, so that a second master on the same directory is refused
-// and `leave` can find the running one.
+// and other commands can tell whether a master runs on it.
 func lockFile(dir string) string { return layout.Layout{Root: dir}.Lock() }
 
 // Lock is a held data-directory lock.
@@ -72,20 +69,4 @@ func Running(dir string) (int, bool) {
 	}
 	pid, err := readPID(dir)
 	return pid, err == nil
-}
-
-// StopRunning sends SIGTERM to the master running on dir and waits until it
-// has released the lock.
-func StopRunning(dir string, timeout time.Duration) error {
-	pid, ok := Running(dir)
-	if !ok {
-		return nil
-	}
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil && !errors.Is(err, syscall.ESRCH) {
-		return fmt.Errorf("stop the master (pid %d): %w", pid, err)
-	}
-	return poll.Until(context.Background(), 100*time.Millisecond, timeout, func(context.Context) (bool, error) {
-		_, running := Running(dir)
-		return !running, nil
-	}, func() error { return fmt.Errorf("the master (pid %d) did not stop within %s", pid, timeout) })
 }

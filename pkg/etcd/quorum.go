@@ -3,6 +3,8 @@ package etcd
 import (
 	"fmt"
 	"strings"
+
+	"github.com/k8s-master/k8s-master/pkg/config"
 )
 
 // Quorum is the number of voters that must agree: a majority.
@@ -75,7 +77,7 @@ func CheckAdd(ms []MemberStatus) error {
 		}
 	}
 	if len(bad) > 0 {
-		return fmt.Errorf("voting member(s) %s unhealthy; adding a master now could cost the cluster its quorum. Bring them back or remove them (k8s-master member remove), or pass --force", strings.Join(bad, ", "))
+		return fmt.Errorf("voting member(s) %s unhealthy; adding a master now could cost the cluster its quorum. Bring them back or remove them (k8s-master member remove), or %w", strings.Join(bad, ", "), config.Hint("pass {force}"))
 	}
 	return nil
 }
@@ -104,7 +106,7 @@ func CheckRemove(ms []MemberStatus, id uint64) error {
 		return fmt.Errorf("%s is the only voting member; removing it would end the cluster (use k8s-master reset)", nameOr(*target))
 	}
 	if healthy < Quorum(voters) {
-		return fmt.Errorf("removing %s leaves %d healthy of %d voters, fewer than the quorum of %d; bring the other masters back first, or pass --force", nameOr(*target), healthy, voters, Quorum(voters))
+		return fmt.Errorf("removing %s leaves %d healthy of %d voters, fewer than the quorum of %d; bring the other masters back first, or %w", nameOr(*target), healthy, voters, Quorum(voters), config.Hint("pass {force}"))
 	}
 	return nil
 }

@@ -41,12 +41,21 @@ type Server struct {
 
 	srv  *http.Server
 	done chan struct{}
+
+	// describe words a refusal for the joiner, see NewServer.
+	describe func(error) string
 }
 
 // NewServer prepares the join service; cli talks to the cluster's etcd.
-func NewServer(c *config.Config, st *config.State, cli *clientv3.Client) *Server {
+// describe words a refusal that names settings (config.SettingError) for
+// the joiner's command line, which prints the message as it arrives: cmd/
+// passes its flag wording through cluster.Options. nil: err.Error().
+func NewServer(c *config.Config, st *config.State, cli *clientv3.Client, describe func(error) string) *Server {
+	if describe == nil {
+		describe = func(err error) string { return err.Error() }
+	}
 	return &Server{
-		cfg: c, state: st, cli: cli, store: NewStore(cli, nil),
+		cfg: c, state: st, cli: cli, store: NewStore(cli, nil), describe: describe,
 		limiter: newLimiter(time.Now), now: time.Now,
 		seenAdded: map[uint64]time.Time{}, done: make(chan struct{}),
 	}
@@ -157,7 +166,7 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 	resp, code, retry, err := s.admit(ctx, req)
 	if err != nil {
 		klog.InfoS("Join not admitted", "name", req.Name, "reason", err)
-		refuse(w, code, retry, "%v", err)
+		refuse(w, code, retry, "%s", s.describe(err))
 		return
 	}
 	klog.InfoS("Join admitted", "name", req.Name, "peerURL", req.PeerURL, "memberID", resp.MemberID, "resume", resp.Resume)
@@ -180,7 +189,7 @@ func (s *Server) admit(ctx context.Context, req *Request) (*Response, int, int, 
 			// joiner only gets here with an empty data directory.
 			return nil, http.StatusConflict, 0, fmt.Errorf("%s is already a member of this cluster and has run; if that machine lost its data, remove the member first (k8s-master member remove %s) and join again", req.Name, req.Name)
 		case m.Name == req.Name:
-			return nil, http.StatusConflict, 0, fmt.Errorf("a member named %s already exists with peer URL %s; pick another --name, or remove the old one with: k8s-master member remove %s", req.Name, strings.Join(m.PeerURLs, ","), req.Name)
+			return nil, http.StatusConflict, 0, fmt.Errorf("a member named %s already exists with peer URL %s; %w, or remove the old one with: k8s-master member remove %s", req.Name, strings.Join(m.PeerURLs, ","), config.Hint("pick another {name}"), req.Name)
 		case samePeer && m.Started():
 			return nil, http.StatusConflict, 0, fmt.Errorf("member %s already uses peer URL %s; remove it first with: k8s-master member remove %s", m.Name, req.PeerURL, m.Name)
 		case samePeer:

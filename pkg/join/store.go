@@ -10,6 +10,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/k8s-master/k8s-master/pkg/config"
 )
 
 // Keys in etcd, outside the apiserver's /registry prefix.
@@ -73,10 +75,10 @@ func NewStore(cli *clientv3.Client, now func() time.Time) *Store {
 // CreateToken records a new token valid for ttl and returns it.
 func (s *Store) CreateToken(ctx context.Context, endpoints []string, caPin string, ttl time.Duration, usageLimit int, description string) (Token, Record, error) {
 	if ttl <= 0 {
-		return Token{}, Record{}, fmt.Errorf("--ttl must be positive, got %s", ttl)
+		return Token{}, Record{}, &config.SettingError{Setting: "ttl", Problem: fmt.Sprintf("must be positive, got %s", ttl)}
 	}
 	if usageLimit < 0 {
-		return Token{}, Record{}, fmt.Errorf("--usages must be 0 (no limit) or more, got %d", usageLimit)
+		return Token{}, Record{}, &config.SettingError{Setting: "usages", Problem: fmt.Sprintf("must be 0 (no limit) or more, got %d", usageLimit)}
 	}
 	if len(endpoints) == 0 {
 		return Token{}, Record{}, errors.New("no join endpoints are registered yet; is a master running?")

@@ -15,6 +15,8 @@ import (
 	"go.uber.org/zap/zapcore"
 	"gopkg.in/natefinch/lumberjack.v2"
 	"k8s.io/klog/v2"
+
+	"github.com/k8s-master/k8s-master/pkg/config"
 )
 
 // Sink is where logs go.
@@ -33,11 +35,11 @@ func Setup(path string, verbosity int) (*Sink, error) {
 	closeFn := func() error { return nil }
 	if path != "-" {
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return nil, fmt.Errorf("cannot create the log directory for %s: %w; pass --log-file", path, err)
+			return nil, fmt.Errorf("cannot create the log directory for %s: %w; %w", path, err, config.Hint("pass {log-file}"))
 		}
 		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
-			return nil, fmt.Errorf("cannot open log file %s: %w; pass --log-file", path, err)
+			return nil, fmt.Errorf("cannot open log file %s: %w; %w", path, err, config.Hint("pass {log-file}"))
 		}
 		f.Close()
 		lj := &lumberjack.Logger{Filename: path, MaxSize: 100, MaxBackups: 5, Compress: true}

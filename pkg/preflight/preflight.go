@@ -13,6 +13,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/layout"
 )
 
@@ -20,10 +21,10 @@ import (
 type Port struct {
 	// Name is what the port is for, as the user knows it ("apiserver").
 	Name string
-	// Flag is how to change it ("--apiserver-port").
-	Flag string
-	Host string
-	Port int
+	// Setting is the config-file key that changes it ("apiserver-port").
+	Setting string
+	Host    string
+	Port    int
 }
 
 // CheckPorts binds and releases each port, and for one that is taken says
@@ -42,11 +43,11 @@ func CheckPorts(ports []Port) error {
 			if pid, comm, ok := PortOwner(p.Port); ok {
 				owner = fmt.Sprintf(" by pid %d (%s)", pid, comm)
 			}
-			errs = append(errs, fmt.Errorf("port %d (%s) on %s is in use%s; stop that process or pass %s", p.Port, p.Name, p.Host, owner, p.Flag))
+			errs = append(errs, fmt.Errorf("port %d (%s) on %s is in use%s; %w", p.Port, p.Name, p.Host, owner, config.Hint("stop that process or pass {"+p.Setting+"}")))
 			continue
 		}
 		if errors.Is(err, syscall.EADDRNOTAVAIL) {
-			errs = append(errs, fmt.Errorf("cannot listen on %s for the %s: %s is not an address of this host; check --advertise-address/--bind-address", addr, p.Name, p.Host))
+			errs = append(errs, fmt.Errorf("cannot listen on %s for the %s: %s is not an address of this host; %w", addr, p.Name, p.Host, config.Hint("check {advertise-address}/{bind-address}")))
 			continue
 		}
 		errs = append(errs, fmt.Errorf("cannot listen on %s for the %s: %w", addr, p.Name, err))
@@ -122,10 +123,10 @@ func CheckDataDir(dir string) (created bool, err error) {
 	st, err := os.Stat(dir)
 	switch {
 	case err == nil && !st.IsDir():
-		return false, fmt.Errorf("data directory %s exists but is not a directory; pass another --data-dir", dir)
+		return false, fmt.Errorf("data directory %s exists but is not a directory; %w", dir, config.Hint("pass another {data-dir}"))
 	case errors.Is(err, os.ErrNotExist):
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return false, fmt.Errorf("cannot create data directory %s: %w; create it as root or pass another --data-dir", dir, err)
+			return false, fmt.Errorf("cannot create data directory %s: %w; %w", dir, err, config.Hint("create it as root or pass another {data-dir}"))
 		}
 		created = true
 	case err != nil:
@@ -136,7 +137,7 @@ func CheckDataDir(dir string) (created bool, err error) {
 		if created {
 			os.Remove(dir)
 		}
-		return false, fmt.Errorf("data directory %s is not writable: %w; fix its permissions or mount, or pass another --data-dir", dir, err)
+		return false, fmt.Errorf("data directory %s is not writable: %w; %w", dir, err, config.Hint("fix its permissions or mount, or pass another {data-dir}"))
 	}
 	name := probe.Name()
 	_, werr := probe.Write([]byte("ok"))
@@ -147,7 +148,7 @@ func CheckDataDir(dir string) (created bool, err error) {
 		if created {
 			os.Remove(dir)
 		}
-		return false, fmt.Errorf("data directory %s is not writable: %w; fix its permissions or mount, or pass another --data-dir", dir, err)
+		return false, fmt.Errorf("data directory %s is not writable: %w; %w", dir, err, config.Hint("fix its permissions or mount, or pass another {data-dir}"))
 	}
 	// The directory holds keys: nobody else may list it.
 	if err := os.Chmod(dir, 0o700); err != nil {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+
+	"github.com/k8s-master/k8s-master/pkg/config"
 )
 
 func TestCheckPortsNamesTheOwner(t *testing.T) {
@@ -26,8 +28,8 @@ func TestCheckPortsNamesTheOwner(t *testing.T) {
 	free.Close()
 
 	err = CheckPorts([]Port{
-		{Name: "scheduler", Flag: "--scheduler-port", Host: "127.0.0.1", Port: freePort},
-		{Name: "apiserver", Flag: "--apiserver-port", Host: "127.0.0.1", Port: busy},
+		{Name: "scheduler", Setting: "scheduler-port", Host: "127.0.0.1", Port: freePort},
+		{Name: "apiserver", Setting: "apiserver-port", Host: "127.0.0.1", Port: busy},
 	})
 	if err == nil {
 		t.Fatal("a port in use passed the check")
@@ -36,23 +38,27 @@ func TestCheckPortsNamesTheOwner(t *testing.T) {
 	for _, want := range []string{
 		fmt.Sprintf("port %d (apiserver)", busy),
 		fmt.Sprintf("pid %d", os.Getpid()),
-		"--apiserver-port",
+		"; stop that process or pass apiserver-port",
 	} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("error %q does not contain %q", msg, want)
 		}
 	}
+	// The setting is named for the command line to word as a flag.
+	if ses := config.SettingErrors(err); len(ses) != 1 || ses[0].Setting != "apiserver-port" {
+		t.Errorf("error %q names settings %v, want apiserver-port", msg, ses)
+	}
 	if strings.Contains(msg, "scheduler") {
 		t.Errorf("the free port was reported: %q", msg)
 	}
-	if err := CheckPorts([]Port{{Name: "scheduler", Flag: "--scheduler-port", Host: "127.0.0.1", Port: freePort}}); err != nil {
+	if err := CheckPorts([]Port{{Name: "scheduler", Setting: "scheduler-port", Host: "127.0.0.1", Port: freePort}}); err != nil {
 		t.Errorf("free port reported: %v", err)
 	}
 }
 
 func TestCheckPortsForeignAddress(t *testing.T) {
 	// 192.0.2.0/24 is TEST-NET-1: never an address of this host.
-	err := CheckPorts([]Port{{Name: "apiserver", Flag: "--apiserver-port", Host: "192.0.2.1", Port: 6443}})
+	err := CheckPorts([]Port{{Name: "apiserver", Setting: "apiserver-port", Host: "192.0.2.1", Port: 6443}})
 	if err == nil || !strings.Contains(err.Error(), "not an address of this host") {
 		t.Fatalf("err = %v", err)
 	}
@@ -107,7 +113,7 @@ func TestCheckDataDir(t *testing.T) {
 			defer os.Chmod(dir, 0o700)
 		}
 		_, err := CheckDataDir(dir)
-		if err == nil || !strings.Contains(err.Error(), "not writable") || !strings.Contains(err.Error(), "--data-dir") {
+		if err == nil || !strings.Contains(err.Error(), "not writable") || !strings.HasSuffix(err.Error(), "or pass another data-dir") || len(config.SettingErrors(err)) != 1 {
 			t.Fatalf("err = %v", err)
 		}
 	})

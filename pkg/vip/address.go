@@ -14,6 +14,8 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	"k8s.io/klog/v2"
+
+	"github.com/k8s-master/k8s-master/pkg/config"
 )
 
 // Address is the VIP on one interface of this host.
@@ -39,17 +41,17 @@ type Address struct {
 // the address's valid lifetime: the holder must refresh it sooner.
 func Open(h *netlink.Handle, iface string, vip net.IP, lifetime time.Duration) (*Address, error) {
 	if vip == nil || vip.IsUnspecified() || vip.IsLoopback() || vip.IsMulticast() {
-		return nil, fmt.Errorf("--vip %v must be a unicast address", vip)
+		return nil, &config.SettingError{Setting: "vip", Value: vip, Problem: "must be a unicast address"}
 	}
 	if lifetime < time.Second {
 		return nil, fmt.Errorf("VIP lifetime %s is under a second", lifetime)
 	}
 	link, err := h.LinkByName(iface)
 	if err != nil {
-		return nil, fmt.Errorf("interface %s not found (%v); pass --iface with one of: %s", iface, err, linkNames(h))
+		return nil, fmt.Errorf("interface %s not found (%v); %w with one of: %s", iface, err, config.Hint("pass {iface}"), linkNames(h))
 	}
 	if link.Attrs().Flags&net.FlagUp == 0 || link.Attrs().OperState == netlink.OperDown {
-		return nil, fmt.Errorf("interface %s is down; bring it up or pass another --iface", iface)
+		return nil, fmt.Errorf("interface %s is down; %w", iface, config.Hint("bring it up or pass another {iface}"))
 	}
 	a := &Address{h: h, link: link, vip: vip, lifetime: lifetime, sendFD: -1, handOffWindow: handOffWindow, log: klog.Background().WithName("vip")}
 	addrs, err := h.AddrList(link, a.family())
@@ -63,7 +65,7 @@ func Open(h *netlink.Handle, iface string, vip net.IP, lifetime time.Duration) (
 			continue // left by an earlier run of this master
 		}
 		if ad.IP.Equal(vip) {
-			return nil, fmt.Errorf("--vip %s is an address of this host on %s; the VIP must be a free address of that subnet", vip, iface)
+			return nil, &config.SettingError{Setting: "vip", Value: vip, Problem: fmt.Sprintf("is an address of this host on %s; the VIP must be a free address of that subnet", iface)}
 		}
 		subnets = append(subnets, ad.IPNet.String())
 		if ad.IPNet.Contains(vip) && ad.Scope == int(netlink.SCOPE_UNIVERSE) {
@@ -74,7 +76,7 @@ func Open(h *netlink.Handle, iface string, vip net.IP, lifetime time.Duration) (
 		if len(subnets) == 0 {
 			subnets = []string{"none"}
 		}
-		return nil, fmt.Errorf("--vip %s is in none of the subnets of %s (%s); pick an address of that LAN or another --iface", vip, iface, strings.Join(subnets, ", "))
+		return nil, &config.SettingError{Setting: "vip", Value: vip, Problem: fmt.Sprintf("is in none of the subnets of %s (%s); pick an address of that LAN or another {iface}", iface, strings.Join(subnets, ", ")), Others: []string{"iface"}}
 	}
 	return a, nil
 }
@@ -272,11 +274,11 @@ func interfaceFor(h *netlink.Handle, vip net.IP) (string, error) {
 	}
 	switch len(found) {
 	case 0:
-		return "", fmt.Errorf("--vip %s is in no subnet of this host's interfaces (%s); pick an address of the masters' LAN, or pass --iface", vip, linkNames(h))
+		return "", &config.SettingError{Setting: "vip", Value: vip, Problem: fmt.Sprintf("is in no subnet of this host's interfaces (%s); pick an address of the masters' LAN, or pass {iface}", linkNames(h)), Others: []string{"iface"}}
 	case 1:
 		return found[0], nil
 	default:
-		return "", fmt.Errorf("--vip %s is in the subnets of several interfaces (%s); pass --iface", vip, strings.Join(found, ", "))
+		return "", &config.SettingError{Setting: "vip", Value: vip, Problem: fmt.Sprintf("is in the subnets of several interfaces (%s); pass {iface}", strings.Join(found, ", ")), Others: []string{"iface"}}
 	}
 }
 
@@ -289,7 +291,7 @@ func (a *Address) CheckFree(wait time.Duration) error {
 		return fmt.Errorf("probe the LAN for VIP %s: %w", a.vip, err)
 	}
 	if mac != nil {
-		return fmt.Errorf("--vip %s is already in use on %s by the host with MAC %s; pick a free address or take it off that host", a.vip, attrs.Name, mac)
+		return &config.SettingError{Setting: "vip", Value: a.vip, Problem: fmt.Sprintf("is already in use on %s by the host with MAC %s; pick a free address or take it off that host", attrs.Name, mac)}
 	}
 	return nil
 }
