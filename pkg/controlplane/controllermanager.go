@@ -69,7 +69,13 @@ func NewControllerManager(ctx context.Context, c *config.Config) (*Supervised, e
 		completed := cfg.Complete()
 		return func(ctx context.Context) error {
 			process.UnregisterConfigz(kcmapp.ConfigzName)
-			return kcmapp.Run(ctx, completed)
+			// Run serves its secure port until the context it is given
+			// ends, not until it returns: upstream's process exits. A run
+			// that lost its lease must free the port for the next build,
+			// which listens on it again.
+			runCtx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			return kcmapp.Run(runCtx, completed)
 		}, nil
 	})
 }
