@@ -138,12 +138,7 @@ func (e *etcdMember) Stop(ctx context.Context) error {
 		e.closed = make(chan struct{})
 		go func() { e.m.Close(); close(e.closed) }()
 	})
-	select {
-	case <-e.closed:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("etcd is still closing: %w", ctx.Err())
-	}
+	return await(ctx, e.closed, "etcd is still closing")
 }
 
 func (e *etcdMember) ClusterID() string { return e.m.ClusterID() }
@@ -183,10 +178,8 @@ func (s *apiServer) Start(ctx context.Context) error {
 }
 
 func (s *apiServer) Ready(ctx context.Context) error {
-	select {
-	case <-s.built:
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := await(ctx, s.built, ""); err != nil {
+		return err
 	}
 	if s.err != nil {
 		return s.err
@@ -220,20 +213,13 @@ func (s *apiServer) Stop(ctx context.Context) error {
 		return nil
 	}
 	s.cancel()
-	select {
-	case <-s.built:
-	case <-ctx.Done():
-		return fmt.Errorf("still being built: %w", ctx.Err())
+	if err := await(ctx, s.built, "still being built"); err != nil {
+		return err
 	}
 	if s.a == nil {
 		return nil
 	}
-	select {
-	case <-s.a.Done():
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("still serving: %w", ctx.Err())
-	}
+	return await(ctx, s.a.Done(), "still serving")
 }
 
 // leaderElected is the controller-manager or the scheduler: built in the
@@ -277,18 +263,14 @@ func (l *leaderElected) Start(ctx context.Context) error {
 }
 
 func (l *leaderElected) Ready(ctx context.Context) error {
-	select {
-	case <-l.built:
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := await(ctx, l.built, ""); err != nil {
+		return err
 	}
 	if l.err != nil {
 		return l.err
 	}
-	select {
-	case <-l.running:
-	case <-ctx.Done():
-		return ctx.Err()
+	if err := await(ctx, l.running, ""); err != nil {
+		return err
 	}
 	return waitForLease(ctx, l.cfg, l.name, l.timeout)
 }
@@ -300,22 +282,15 @@ func (l *leaderElected) Stop(ctx context.Context) error {
 		return nil
 	}
 	l.cancel()
-	select {
-	case <-l.built:
-	case <-ctx.Done():
-		return fmt.Errorf("still being built: %w", ctx.Err())
+	if err := await(ctx, l.built, "still being built"); err != nil {
+		return err
 	}
 	select {
 	case <-l.running:
 	default:
 		return nil // never ran
 	}
-	select {
-	case <-l.s.Done():
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("still running: %w", ctx.Err())
-	}
+	return await(ctx, l.s.Done(), "still running")
 }
 
 // joinService registers this master in the cluster and serves joins.
@@ -347,4 +322,18 @@ func (j *joinService) Stop(context.Context) error {
 		j.srv.Close()
 	}
 	return nil
+}
+
+// await waits until ch closes. When ctx ends first it returns ctx's error,
+// prefixed by what the part was still doing, if doing is given.
+func await(ctx context.Context, ch <-chan struct{}, doing string) error {
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		if doing == "" {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%s: %w", doing, ctx.Err())
+	}
 }
