@@ -1,13 +1,19 @@
 # k8s-master: build, run, test, bench.
 GO      ?= go
 BIN     := bin/k8s-master
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The release users upgrade: a commit tagged vX.Y.Z is that release; any
+# other commit is a development build of the release named in VERSION,
+# v0.2.0-dev.<commit count>.g<commit>, which sorts after the previous
+# release and before its own (for k8s-master, dpkg and rpm alike).
+RELEASE := $(shell cat VERSION)
+VERSION ?= $(shell git describe --tags --exact-match --match 'v[0-9]*' 2>/dev/null || \
+	echo "v$(RELEASE)-dev.$$(git rev-list --count HEAD 2>/dev/null || echo 0).g$$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$$(git diff --quiet HEAD 2>/dev/null || echo .dirty)")
 # Kubernetes' own version stamp, so /version and kubectl see v1.37.x rather
 # than v0.0.0-master.
 K8S_VERSION := $(shell $(GO) list -m -f '{{.Version}}' k8s.io/kubernetes 2>/dev/null)
 K8S_MINOR   := $(word 2,$(subst ., ,$(K8S_VERSION)))
 VERSION_PKG := k8s.io/component-base/version
-LDFLAGS := -s -w -X main.version=$(VERSION) \
+LDFLAGS := -s -w -X github.com/k8s-master/k8s-master/pkg/version.Release=$(VERSION) \
 	-X $(VERSION_PKG).gitVersion=$(K8S_VERSION) -X $(VERSION_PKG).gitMajor=1 -X $(VERSION_PKG).gitMinor=$(K8S_MINOR) \
 	-X $(VERSION_PKG).gitTreeState=clean
 # Static, reproducible. Tests use the same flags so the Kubernetes packages

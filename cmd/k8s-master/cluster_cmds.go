@@ -219,7 +219,7 @@ func newStatusCommand(dataDir *string) *cobra.Command {
 				}
 				fmt.Fprintln(out)
 				w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(w, "NAME\tROLE\tHEALTH\tLEADER\tVIP\tAPISERVER\tDB\tPEER URL")
+				fmt.Fprintln(w, "NAME\tROLE\tHEALTH\tLEADER\tVIP\tAPISERVER\tDB\tRELEASE\tKUBERNETES\tETCD\tPEER URL")
 				for _, m := range st.Members {
 					role, health, leader, api := "voter", "healthy", "", "not ready"
 					if m.Learner {
@@ -242,9 +242,13 @@ func newStatusCommand(dataDir *string) *cobra.Command {
 					if st.VIP != nil && st.VIP.Holder == m.Name && m.Name != "" {
 						holds = "*"
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%.1f MB\t%s\n", name, role, health, leader, holds, api, float64(m.DBSize)/1e6, strings.Join(m.PeerURLs, ","))
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%.1f MB\t%s\t%s\t%s\t%s\n", name, role, health, leader, holds, api, float64(m.DBSize)/1e6,
+						orDash(m.Versions.Release), orDash(m.Versions.Kubernetes), orDash(m.Versions.Etcd), strings.Join(m.PeerURLs, ","))
 				}
 				w.Flush()
+				if st.Mixed {
+					fmt.Fprintln(out, "upgrade:", st.Upgrade)
+				}
 				for _, warn := range st.Warnings {
 					fmt.Fprintln(out, "warning:", warn)
 				}
@@ -310,4 +314,11 @@ func confirm(cmd *cobra.Command, question string) bool {
 	fmt.Fprint(cmd.OutOrStdout(), question)
 	line, _ := bufio.NewReader(os.Stdin).ReadString('\n')
 	return strings.EqualFold(strings.TrimSpace(line), "y") || strings.EqualFold(strings.TrimSpace(line), "yes")
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
@@ -20,10 +21,9 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/process"
 	"github.com/k8s-master/k8s-master/pkg/service"
+	"github.com/k8s-master/k8s-master/pkg/version"
 )
 
-// version is set at build time (-X main.version=...).
-var version = "dev"
 
 // stopTimeout bounds a graceful stop: leases released, apiserver drained,
 // etcd closed.
@@ -123,16 +123,24 @@ does) unless the flags given contradict the recorded settings.`,
 
 func newStartCommand(dataDir *string) *cobra.Command {
 	c := config.Default()
+	var forceUpgrade bool
 	cmd := &cobra.Command{
 		Use:   "start",
 		Short: "Run the master recorded in the data directory in the foreground",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c.DataDir = *dataDir
-			return runMaster(cmd, &c, cluster.Start)
+			return runMaster(cmd, &c, func(ctx context.Context, c *config.Config, o cluster.Options) (*cluster.Master, error) {
+				o.ForceUpgrade = forceUpgrade
+				return cluster.Start(ctx, c, o)
+			})
 		},
 	}
 	masterFlags(cmd.Flags(), &c)
+	// Under systemd: systemctl set-environment K8S_MASTER_FORCE_UPGRADE=1,
+	// restart, then unset-environment.
+	cmd.Flags().BoolVar(&forceUpgrade, "force-upgrade", os.Getenv("K8S_MASTER_FORCE_UPGRADE") == "1",
+		"start a new version even while another master is down, or go back to an older patch release (default from K8S_MASTER_FORCE_UPGRADE=1)")
 	return cmd
 }
 
@@ -237,19 +245,12 @@ func newVersionCommand() *cobra.Command {
 		Short: "Print the versions of k8s-master and what it embeds",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			deps := map[string]string{}
-			goVersion := ""
-			if bi, ok := debug.ReadBuildInfo(); ok {
-				goVersion = bi.GoVersion
-				for _, d := range bi.Deps {
-					deps[d.Path] = d.Version
-				}
-			}
+			v := version.Local()
 			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "k8s-master: %s\n", version)
-			fmt.Fprintf(out, "kubernetes: %s\n", deps["k8s.io/kubernetes"])
-			fmt.Fprintf(out, "etcd:       %s\n", deps["go.etcd.io/etcd/server/v3"])
-			fmt.Fprintf(out, "go:         %s\n", goVersion)
+			fmt.Fprintf(out, "k8s-master: %s\n", v.Release)
+			fmt.Fprintf(out, "kubernetes: %s\n", v.Kubernetes)
+			fmt.Fprintf(out, "etcd:       %s\n", v.Etcd)
+			fmt.Fprintf(out, "go:         %s\n", runtime.Version())
 		},
 	}
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -20,6 +22,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/layout"
 	"github.com/k8s-master/k8s-master/pkg/pki"
 	"github.com/k8s-master/k8s-master/pkg/poll"
+	"github.com/k8s-master/k8s-master/pkg/version"
 	"github.com/k8s-master/k8s-master/pkg/vip"
 )
 
@@ -67,6 +70,10 @@ type MemberView struct {
 	etcd.MemberStatus
 	APIServerReady bool   `json:"apiserverReady"`
 	APIServerURL   string `json:"apiserverURL,omitempty"`
+	// Versions: Kubernetes as its apiserver reports it, etcd as its member
+	// does, the release as the master registered it (each falling back to
+	// the registration when the part does not answer).
+	Versions version.Versions `json:"versions"`
 }
 
 // Status is the cluster as `status` shows it.
@@ -74,8 +81,12 @@ type Status struct {
 	ClusterID string       `json:"clusterID"`
 	Members   []MemberView `json:"members"`
 	etcd.QuorumSummary
-	VIP      *VIPStatus `json:"vip,omitempty"`
-	Warnings []string   `json:"warnings"`
+	VIP *VIPStatus `json:"vip,omitempty"`
+	// Mixed is set while the masters run different versions (an upgrade
+	// under way); Upgrade then says what is left to do.
+	Mixed    bool     `json:"mixed"`
+	Upgrade  string   `json:"upgrade,omitempty"`
+	Warnings []string `json:"warnings"`
 }
 
 // VIPStatus says who holds the VIP; Holder is "" when nobody does.
@@ -117,20 +128,88 @@ func (a *Admin) Status(ctx context.Context) (*Status, error) {
 	for _, m := range ms {
 		v := MemberView{MemberStatus: m}
 		if info, ok := byName[m.Name]; ok {
+			v.Versions = version.Legacy
+			if info.Versions != nil {
+				v.Versions = *info.Versions
+			}
 			v.APIServerURL = "https://" + config.Host(info.AdvertiseAddress, info.APIServerPort)
 			if client != nil {
 				v.APIServerReady = ready(ctx, client, v.APIServerURL+"/readyz")
+				if k := apiserverVersion(ctx, client, v.APIServerURL); k != "" {
+					v.Versions.Kubernetes = k
+				}
 			}
+		}
+		if m.Healthy && m.Version != "" {
+			v.Versions.Etcd = m.Version
 		}
 		if m.Started() && !m.Learner && !v.APIServerReady {
 			st.Warnings = append(st.Warnings, fmt.Sprintf("the apiserver of %s is not ready", m.Name))
 		}
 		st.Members = append(st.Members, v)
 	}
+	st.Mixed, st.Upgrade = upgradeProgress(st.Members)
 	if st.Warnings == nil {
 		st.Warnings = []string{}
 	}
 	return st, nil
+}
+
+// apiserverVersion is the gitVersion an apiserver reports on /version
+// (readable without credentials), "" when it does not answer.
+func apiserverVersion(ctx context.Context, client *http.Client, base string) string {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/version", nil)
+	if err != nil {
+		return ""
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var info struct {
+		GitVersion string `json:"gitVersion"`
+	}
+	if resp.StatusCode != http.StatusOK || json.NewDecoder(resp.Body).Decode(&info) != nil {
+		return ""
+	}
+	return info.GitVersion
+}
+
+// upgradeProgress tells whether the masters run different versions and,
+// if so, which ones are behind the newest and what to do.
+func upgradeProgress(ms []MemberView) (bool, string) {
+	var newest *version.Versions
+	for i := range ms {
+		v := &ms[i].Versions
+		if v.Kubernetes == "" {
+			continue
+		}
+		if newest == nil {
+			newest = v
+		} else if c, _ := version.Compare(*v, *newest); c > 0 {
+			newest = v
+		}
+	}
+	if newest == nil {
+		return false, ""
+	}
+	var behind, current []string
+	for _, m := range ms {
+		if m.Versions.Kubernetes == "" {
+			continue
+		}
+		if m.Versions.Kubernetes == newest.Kubernetes && m.Versions.Release == newest.Release {
+			current = append(current, m.Name)
+		} else {
+			behind = append(behind, fmt.Sprintf("%s (%s)", m.Name, m.Versions))
+		}
+	}
+	if len(behind) == 0 {
+		return false, ""
+	}
+	return true, fmt.Sprintf("mixed versions: %s run %s; still to upgrade: %s. Upgrade them one at a time, each back and healthy (k8s-master status) before the next",
+		strings.Join(current, ", "), *newest, strings.Join(behind, ", "))
 }
 
 func (a *Admin) apiClient() *http.Client {

@@ -14,6 +14,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/controlplane"
 	"github.com/k8s-master/k8s-master/pkg/etcd"
 	"github.com/k8s-master/k8s-master/pkg/join"
+	"github.com/k8s-master/k8s-master/pkg/version"
 	"github.com/k8s-master/k8s-master/pkg/vip"
 )
 
@@ -309,7 +310,8 @@ func (j *joinService) Start(ctx context.Context) error {
 	c := j.cfg
 	rctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	info := join.MasterInfo{Name: c.Name, AdvertiseAddress: c.AdvertiseAddress, APIServerPort: c.APIServerPort, JoinPort: c.JoinPort}
+	vs := version.Local()
+	info := join.MasterInfo{Name: c.Name, AdvertiseAddress: c.AdvertiseAddress, APIServerPort: c.APIServerPort, JoinPort: c.JoinPort, Versions: &vs}
 	if err := join.NewStore(j.cli, nil).RegisterMaster(rctx, info); err != nil {
 		return fmt.Errorf("register this master in etcd: %w", err)
 	}

@@ -53,6 +53,9 @@ type Options struct {
 	// words its refusals with it, since the joining command prints them as
 	// they arrive. nil: err.Error().
 	Describe func(error) string
+	// ForceUpgrade lets a start that changes versions go on while another
+	// master is down (pkg/upgrade).
+	ForceUpgrade bool
 }
 
 // rollbackTimeout bounds the unwinding of a start that failed.
@@ -68,7 +71,8 @@ type Master struct {
 	// readyTimeout bounds each readiness wait.
 	readyTimeout time.Duration
 	// describe is Options.Describe, for the join service.
-	describe func(error) string
+	describe     func(error) string
+	forceUpgrade bool
 
 	logs       *logging.Sink
 	etcd       etcdPart
@@ -95,7 +99,7 @@ func newMaster(c *config.Config, o Options, parts builder) *Master {
 	if timeout == 0 {
 		timeout = 2 * time.Minute
 	}
-	return &Master{cfg: c, run: component.NewRunner(o.Out), parts: parts, readyTimeout: timeout, describe: o.Describe, stopRequested: make(chan struct{})}
+	return &Master{cfg: c, run: component.NewRunner(o.Out), parts: parts, readyTimeout: timeout, describe: o.Describe, forceUpgrade: o.ForceUpgrade, stopRequested: make(chan struct{})}
 }
 
 // Config is the configuration the master runs with.
@@ -221,7 +225,9 @@ func (m *Master) servingSteps() []component.Step {
 			}
 			m.etcdClient = cli
 			r.OnStop("close the etcd client", func(context.Context) error { return cli.Close() })
-			return nil
+			// Stopped after the VIP, before the apiserver drains.
+			r.OnStop("hand etcd leadership over", func(ctx context.Context) error { return m.handOverEtcdLeadership(ctx, cli) })
+			return recordVersions(m.cfg)
 		}},
 		{Name: "join service", Do: func(ctx context.Context, r *component.Runner) error {
 			return r.Start(ctx, m.parts.joinService(m.cfg, m.state, m.etcdClient, m.describe))

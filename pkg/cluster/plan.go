@@ -139,6 +139,7 @@ func (m *Master) start(ctx context.Context, flags *config.Config, st *config.Sta
 		}},
 		{Do: func(_ context.Context, r *component.Runner) error { return lockDataDir(r, &c) }},
 		{Do: func(context.Context, *component.Runner) error { return checkIdentity(&c, st) }},
+		m.upgradeCheckStep(&c),
 		m.logStep(),
 		m.controlStep(),
 		{Name: "certificates and credentials", Do: func(context.Context, *component.Runner) error {

@@ -41,6 +41,8 @@ type MemberStatus struct {
 	Leader     bool     `json:"leader"`
 	Healthy    bool     `json:"healthy"`
 	DBSize     int64    `json:"dbSizeBytes"`
+	// Version is the member's etcd server version (v3.7.0).
+	Version string `json:"etcdVersion,omitempty"`
 	// RaftIndex is the member's last raft log index, RaftAppliedIndex how
 	// far it has applied: a member has caught up with another once its
 	// applied index reaches the other's raft index.
@@ -87,6 +89,7 @@ func Members(ctx context.Context, cli *clientv3.Client) ([]MemberStatus, error) 
 			}
 			ms.Leader = st.Leader == ms.ID
 			ms.DBSize = st.DbSize
+			ms.Version = "v" + st.Version
 			ms.RaftIndex, ms.RaftAppliedIndex = st.RaftIndex, st.RaftAppliedIndex
 		}(&out[i])
 	}

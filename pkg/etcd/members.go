@@ -21,9 +21,10 @@ var ErrNotRunning = errors.New("local etcd member not running")
 
 // MemberInfo is one member of the etcd cluster.
 type MemberInfo struct {
-	ID        uint64
-	Name      string
-	IsLearner bool
+	ID         uint64
+	Name       string
+	IsLearner  bool
+	ClientURLs []string
 }
 
 // LiveMembers asks the running local member (the client port recorded in c)
@@ -55,7 +56,7 @@ func LiveMembers(ctx context.Context, c *config.Config, timeout time.Duration) (
 	}
 	var out []MemberInfo
 	for _, m := range resp.Members {
-		out = append(out, MemberInfo{ID: m.ID, Name: m.Name, IsLearner: m.IsLearner})
+		out = append(out, MemberInfo{ID: m.ID, Name: m.Name, IsLearner: m.IsLearner, ClientURLs: m.ClientURLs})
 	}
 	sortMembers(out)
 	return out, nil
@@ -85,14 +86,15 @@ func StoredMembers(c *config.Config) ([]MemberInfo, error) {
 				return nil
 			}
 			var m struct {
-				ID        uint64 `json:"id"`
-				Name      string `json:"name"`
-				IsLearner bool   `json:"isLearner"`
+				ID         uint64   `json:"id"`
+				Name       string   `json:"name"`
+				IsLearner  bool     `json:"isLearner"`
+				ClientURLs []string `json:"clientURLs"`
 			}
 			if err := json.Unmarshal(v, &m); err != nil {
 				return fmt.Errorf("etcd member %s in %s: %w", k, path, err)
 			}
-			out = append(out, MemberInfo{ID: m.ID, Name: m.Name, IsLearner: m.IsLearner})
+			out = append(out, MemberInfo{ID: m.ID, Name: m.Name, IsLearner: m.IsLearner, ClientURLs: m.ClientURLs})
 			return nil
 		})
 	})

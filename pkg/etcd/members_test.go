@@ -2,6 +2,7 @@ package etcd
 
 import (
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ func TestStoredMembers(t *testing.T) {
 	c := config.Default()
 	c.DataDir = t.TempDir()
 	testkit.WriteEtcdMembers(t, backend(c.DataDir), map[string]string{
-		"a":  `{"id":10,"peerURLs":["https://10.0.0.1:2380"],"name":"m1"}`,
+		"a":  `{"id":10,"peerURLs":["https://10.0.0.1:2380"],"name":"m1","clientURLs":["https://10.0.0.1:2379"]}`,
 		"b":  `{"id":11,"peerURLs":["https://10.0.0.2:2380"],"name":"m2","isLearner":true}`,
 		"c0": `{"id":192,"peerURLs":["https://10.0.0.3:2380"],"name":"m3"}`,
 	}, []string{"c0"})
@@ -27,7 +28,8 @@ func TestStoredMembers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(ms) != 2 || ms[0] != (MemberInfo{ID: 10, Name: "m1"}) || ms[1] != (MemberInfo{ID: 11, Name: "m2", IsLearner: true}) {
+	want := []MemberInfo{{ID: 10, Name: "m1", ClientURLs: []string{"https://10.0.0.1:2379"}}, {ID: 11, Name: "m2", IsLearner: true}}
+	if !reflect.DeepEqual(ms, want) {
 		t.Errorf("members = %+v", ms)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/k8s-master/k8s-master/pkg/config"
+	"github.com/k8s-master/k8s-master/pkg/version"
 )
 
 // Keys in etcd, outside the apiserver's /registry prefix.
@@ -208,6 +209,9 @@ type MasterInfo struct {
 	AdvertiseAddress string `json:"advertiseAddress"`
 	APIServerPort    int    `json:"apiServerPort"`
 	JoinPort         int    `json:"joinPort"`
+	// Versions is what the master runs (absent: a release before v0.2.0,
+	// see version.Legacy).
+	Versions *version.Versions `json:"versions,omitempty"`
 }
 
 // RegisterMaster records m under its name.
@@ -225,7 +229,19 @@ func (s *Store) UnregisterMaster(ctx context.Context, name string) error {
 
 // Masters lists registered masters by name.
 func (s *Store) Masters(ctx context.Context) ([]MasterInfo, error) {
-	resp, err := s.cli.Get(ctx, masterKeyPrefix, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	return s.masters(ctx)
+}
+
+// MastersAsSeen lists registered masters as the member the client talks
+// to has them (a serializable read): it needs no quorum, so a master can
+// look before its own member is back.
+func (s *Store) MastersAsSeen(ctx context.Context) ([]MasterInfo, error) {
+	return s.masters(ctx, clientv3.WithSerializable())
+}
+
+func (s *Store) masters(ctx context.Context, opts ...clientv3.OpOption) ([]MasterInfo, error) {
+	opts = append(opts, clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByKey, clientv3.SortAscend))
+	resp, err := s.cli.Get(ctx, masterKeyPrefix, opts...)
 	if err != nil {
 		return nil, err
 	}

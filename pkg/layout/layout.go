@@ -16,6 +16,7 @@ const (
 	pkiDir               = "pki"
 	etcdDir              = "etcd"
 	stateFile            = "state.json"
+	versionsFile         = "versions.json"
 	tokenFile            = "token"
 	adminKubeconfig      = "admin.kubeconfig"
 	cmKubeconfig         = "controller-manager.kubeconfig"
@@ -62,6 +63,10 @@ func (l Layout) EtcdBackend() string { return l.path(etcdDir, "member", "snap", 
 
 // State is the cluster's identity and recorded settings (config.State).
 func (l Layout) State() string { return l.path(stateFile) }
+
+// Versions is what the master last ran on this data directory (the
+// upgrade checks' "before").
+func (l Layout) Versions() string { return l.path(versionsFile) }
 
 // Token is the join token init prints, kept for the operator.
 func (l Layout) Token() string { return l.path(tokenFile) }
