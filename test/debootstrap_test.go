@@ -243,3 +243,64 @@ func TestRPMScriptlets(t *testing.T) {
 		}
 	}
 }
+
+// TestDebUpgrade installs the previous release's .deb into a minimal
+// Debian root, then this build's over it, as `apt upgrade` does: the unit
+// is restarted (not stopped, not disabled), the operator's config is kept
+// and the data directory is not touched.
+func TestDebUpgrade(t *testing.T) {
+	newDeb := distFile(t, "k8s-master_*_amd64.deb")
+	old, err := filepath.Glob(filepath.Join(previousReleaseDir(t), "k8s-master_*_amd64.deb"))
+	if err != nil || len(old) != 1 {
+		t.Fatalf("the previous release's .deb: %v %v", old, err)
+	}
+	r := newSystemdRoot(t)
+	run(t, "cp", old[0], filepath.Join(r.path, "tmp/old.deb"))
+	run(t, "cp", newDeb, filepath.Join(r.path, "tmp/new.deb"))
+	r.chroot("dpkg", "-i", "/tmp/old.deb")
+	r.calls()
+	oldVersion := r.chroot("k8s-master", "version")
+	if !strings.Contains(oldVersion, "kubernetes: v1.36.") {
+		t.Fatalf("previous release's version:\n%s", oldVersion)
+	}
+
+	conf := filepath.Join(r.path, "etc/k8s-master/config.yaml")
+	shipped, err := os.ReadFile(conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := append(shipped, "vip: 10.250.0.50\niface: eth0\n"...)
+	if err := os.WriteFile(conf, edited, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(r.path, "var/lib/k8s-master")
+	for name, content := range map[string]string{"state.json": `{"clusterID":"c1"}`, "etcd/member/snap/db": "etcd data", "pki/ca.key": "key"} {
+		path := filepath.Join(data, name)
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := dataDigest(t, data)
+
+	r.chroot("dpkg", "-i", "/tmp/new.deb")
+	if c := r.calls(); !strings.HasSuffix(c, "daemon-reload\ntry-restart k8s-master.service\n") || strings.Contains(c, "disable") || strings.Contains(c, "stop") {
+		t.Errorf("upgrade ran systemctl %q, want daemon-reload and try-restart, no stop", c)
+	}
+	want := strings.Fields(run(t, masterBin, "version"))
+	if got := strings.Fields(r.chroot("k8s-master", "version")); got[1] != want[1] || got[3] != want[3] {
+		t.Errorf("after the upgrade k8s-master version says %v, want %v", got, want)
+	}
+	pkgVersion := strings.TrimSpace(r.chroot("dpkg-query", "-W", "-f", "${Version}", "k8s-master"))
+	if !strings.Contains(filepath.Base(newDeb), "_"+pkgVersion+"_") {
+		t.Errorf("installed package version %s, want the one of %s", pkgVersion, filepath.Base(newDeb))
+	}
+	if b, _ := os.ReadFile(conf); string(b) != string(edited) {
+		t.Errorf("the upgrade changed the operator's config:\n%s", b)
+	}
+	if after := dataDigest(t, data); after != before {
+		t.Error("the upgrade changed the data directory")
+	}
+}

@@ -69,9 +69,14 @@ func (l *lab) kubeconfig(i int) string { return filepath.Join(l.dataDir(i), "adm
 // start runs `k8s-master VERB` as master i in its namespace, with its own
 // hostname (m<i>).
 func (l *lab) start(i int, verb string, args ...string) *master {
-	argv := append([]string{"run", strconv.Itoa(i), masterBin, verb, "--data-dir", l.dataDir(i), "--advertise-address", l.addr(i)}, args...)
+	return l.startBin(i, masterBin, verb, args...)
+}
+
+// startBin is start with another k8s-master binary (an older release).
+func (l *lab) startBin(i int, bin, verb string, args ...string) *master {
+	argv := append([]string{"run", strconv.Itoa(i), bin, verb, "--data-dir", l.dataDir(i), "--advertise-address", l.addr(i)}, args...)
 	if verb == "start" {
-		argv = []string{"run", strconv.Itoa(i), masterBin, "start", "--data-dir", l.dataDir(i)}
+		argv = append([]string{"run", strconv.Itoa(i), bin, "start", "--data-dir", l.dataDir(i)}, args...)
 	}
 	return startProcess(l.t, fmt.Sprintf("m%d %s", i, verb), l.dataDir(i), l.cmd(argv...))
 }
@@ -85,9 +90,15 @@ func (l *lab) run(i int, args ...string) (string, string, int) {
 // runOn runs a short k8s-master command on host "1".."N" or "c" (client).
 func (l *lab) runOn(host string, args ...string) (string, string, int) {
 	l.t.Helper()
+	return l.runBinOn(host, masterBin, args...)
+}
+
+// runBinOn is runOn with another k8s-master binary.
+func (l *lab) runBinOn(host, bin string, args ...string) (string, string, int) {
+	l.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	c := l.cmdContext(ctx, append([]string{"run", host, masterBin}, args...)...)
+	c := l.cmdContext(ctx, append([]string{"run", host, bin}, args...)...)
 	var o, e strings.Builder
 	c.Stdout, c.Stderr = &o, &e
 	if err := c.Run(); err != nil {
@@ -148,7 +159,14 @@ type statusJSON struct {
 		// RaftIndex and RaftAppliedIndex tell whether a member caught up.
 		RaftIndex        uint64 `json:"raftIndex"`
 		RaftAppliedIndex uint64 `json:"raftAppliedIndex"`
+		Versions         struct {
+			Release    string `json:"release"`
+			Kubernetes string `json:"kubernetes"`
+			Etcd       string `json:"etcd"`
+		} `json:"versions"`
 	} `json:"members"`
+	Mixed             bool     `json:"mixed"`
+	Upgrade           string   `json:"upgrade"`
 	Voters            int      `json:"voters"`
 	HealthyVoters     int      `json:"healthyVoters"`
 	Quorum            int      `json:"quorum"`

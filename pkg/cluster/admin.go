@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -194,22 +195,44 @@ func upgradeProgress(ms []MemberView) (bool, string) {
 	if newest == nil {
 		return false, ""
 	}
-	var behind, current []string
+	// Names by what they run, newest first.
+	byVersion := map[version.Versions][]string{}
+	var order []version.Versions
 	for _, m := range ms {
 		if m.Versions.Kubernetes == "" {
 			continue
 		}
-		if m.Versions.Kubernetes == newest.Kubernetes && m.Versions.Release == newest.Release {
-			current = append(current, m.Name)
-		} else {
-			behind = append(behind, fmt.Sprintf("%s (%s)", m.Name, m.Versions))
+		if _, ok := byVersion[m.Versions]; !ok {
+			order = append(order, m.Versions)
 		}
+		byVersion[m.Versions] = append(byVersion[m.Versions], m.Name)
 	}
-	if len(behind) == 0 {
+	if len(order) < 2 {
 		return false, ""
 	}
-	return true, fmt.Sprintf("mixed versions: %s run %s; still to upgrade: %s. Upgrade them one at a time, each back and healthy (k8s-master status) before the next",
-		strings.Join(current, ", "), *newest, strings.Join(behind, ", "))
+	slices.SortStableFunc(order, func(a, b version.Versions) int {
+		if a == *newest {
+			return -1
+		}
+		if b == *newest {
+			return 1
+		}
+		return 0
+	})
+	var parts, behind []string
+	for _, v := range order {
+		names := byVersion[v]
+		verb := "runs"
+		if len(names) > 1 {
+			verb = "run"
+		}
+		parts = append(parts, fmt.Sprintf("%s %s %s", strings.Join(names, ", "), verb, v))
+		if v != *newest {
+			behind = append(behind, names...)
+		}
+	}
+	return true, fmt.Sprintf("mixed versions: %s. Still to upgrade: %s, one at a time, each back and healthy (k8s-master status) before the next",
+		strings.Join(parts, "; "), strings.Join(behind, ", "))
 }
 
 func (a *Admin) apiClient() *http.Client {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -34,10 +35,24 @@ func (m *Master) upgradeCheckStep(c *config.Config) component.Step {
 		if !in.Changing() {
 			return nil
 		}
-		r.Printf("upgrade checks: this data directory last ran %s; this binary is %s", prev, in.Self)
+		r.Printf("upgrade: %s ran %s and now starts %s", c.Name, prev, in.Self)
 		in.Peers, err = upgradePeers(ctx, c)
 		if err != nil {
 			return err
+		}
+		var seen []string
+		for _, p := range in.Peers {
+			state := "down"
+			if p.Reachable {
+				state = "up"
+			}
+			if p.Versions.Kubernetes != "" {
+				state += ", " + p.Versions.String()
+			}
+			seen = append(seen, fmt.Sprintf("%s (%s)", p.Name, state))
+		}
+		if len(seen) > 0 {
+			r.Printf("  other masters: %s", strings.Join(seen, "; "))
 		}
 		notes, err := upgrade.Check(in)
 		for _, n := range notes {

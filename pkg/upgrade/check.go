@@ -57,10 +57,6 @@ func Check(in Input) (notes []string, err error) {
 	if !ok {
 		return []string{fmt.Sprintf("this binary carries no Kubernetes release version (%q: built without make); version checks skipped", in.Self.Kubernetes)}, nil
 	}
-	if in.Previous != nil {
-		notes = append(notes, fmt.Sprintf("upgrading %s from %s to %s", in.Name, in.Previous, in.Self))
-	}
-
 	// Every version the cluster's data has seen: this master's last and
 	// the others'.
 	type seen struct {
