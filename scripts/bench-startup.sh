@@ -74,11 +74,14 @@ refdir=""
 if [ $refstack = 1 ]; then
   src=${REFSTACK_DIR:-../shared/bench/refstack}
   [ -d "$src" ] || { echo "no refstack at $src; pass --no-refstack or set REFSTACK_DIR" >&2; exit 1; }
-  refdir=.cache/refstack
+  # Built at the Kubernetes and etcd versions this project's go.mod
+  # requires, one cache per version.
+  k8sv=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
+  refdir=.cache/refstack-$k8sv
   if [ ! -x $refdir/bin/kube-scheduler ]; then
-    echo "building refstack into $refdir (several minutes the first time)..." >&2
+    echo "building refstack $k8sv into $refdir (several minutes the first time)..." >&2
     mkdir -p .cache && rm -rf $refdir && cp -r "$src" $refdir && chmod -R u+w $refdir
-    (cd $refdir && ./build.sh >/dev/null)
+    (cd $refdir && REFSTACK_BIN=$PWD/bin ./build.sh "$OLDPWD" >/dev/null)
   fi
 fi
 run_ref() {

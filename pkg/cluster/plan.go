@@ -16,6 +16,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/join"
 	"github.com/k8s-master/k8s-master/pkg/pki"
 	"github.com/k8s-master/k8s-master/pkg/preflight"
+	"github.com/k8s-master/k8s-master/pkg/version"
 )
 
 // This file holds the three ways a master starts, each as the list of its
@@ -241,7 +242,8 @@ func joinWith(ctx context.Context, c *config.Config, o JoinOptions, parts builde
 		m.controlStep(),
 		component.Step{Name: "admitted by the cluster (etcd learner added)", Do: func(ctx context.Context, r *component.Runner) error {
 			var err error
-			resp, err = parts.admit(ctx, tok, join.Request{Name: c.Name, PeerURL: c.EtcdPeerURL(), Force: o.Force}, func(msg string) {
+			vs := version.Local()
+			resp, err = parts.admit(ctx, tok, join.Request{Name: c.Name, PeerURL: c.EtcdPeerURL(), Force: o.Force, Versions: &vs}, func(msg string) {
 				r.Printf("  waiting: %s", msg)
 			})
 			return err

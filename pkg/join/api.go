@@ -14,6 +14,7 @@ import (
 
 	"github.com/k8s-master/k8s-master/pkg/layout"
 	"github.com/k8s-master/k8s-master/pkg/pki"
+	"github.com/k8s-master/k8s-master/pkg/version"
 )
 
 // Path of the one endpoint of the join service.
@@ -30,6 +31,9 @@ type Request struct {
 	PeerURL string `json:"peerURL"`
 	// Force skips the quorum guard.
 	Force bool `json:"force,omitempty"`
+	// Versions is what the joiner runs; absent from releases before
+	// v0.2.0 (version.Legacy).
+	Versions *version.Versions `json:"versions,omitempty"`
 }
 
 // MaxRequestBytes bounds a join request's body.

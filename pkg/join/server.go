@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,6 +22,8 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/etcd"
 	"github.com/k8s-master/k8s-master/pkg/pki"
+	"github.com/k8s-master/k8s-master/pkg/upgrade"
+	"github.com/k8s-master/k8s-master/pkg/version"
 )
 
 // staleLearnerAfter is how long an added member may stay unstarted before a
@@ -210,6 +213,9 @@ func (s *Server) admit(ctx context.Context, req *Request) (*Response, int, int, 
 				return nil, http.StatusConflict, 3, fmt.Errorf("another master (%s) is joining; this one waits and retries", nameOrPeer(m))
 			}
 		}
+		if err := s.checkJoinerVersion(ctx, req, members); err != nil {
+			return nil, http.StatusPreconditionFailed, 0, err
+		}
 		if !req.Force {
 			if err := etcd.CheckAdd(members); err != nil {
 				return nil, http.StatusPreconditionFailed, 0, err
@@ -350,4 +356,29 @@ func (l *limiter) succeed(source string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.state, source)
+}
+
+// checkJoinerVersion refuses a joiner that would skip a Kubernetes minor
+// version or run older than a master of the cluster (pkg/upgrade).
+func (s *Server) checkJoinerVersion(ctx context.Context, req *Request, members []etcd.MemberStatus) error {
+	joiner := version.Legacy
+	if req.Versions != nil {
+		joiner = *req.Versions
+	}
+	registered, err := s.store.Masters(ctx)
+	if err != nil {
+		return fmt.Errorf("read the masters' versions: %w", err)
+	}
+	var peers []upgrade.Peer
+	for _, info := range registered {
+		if !slices.ContainsFunc(members, func(m etcd.MemberStatus) bool { return m.Name == info.Name }) {
+			continue // registered, but no longer a member
+		}
+		p := upgrade.Peer{Name: info.Name, Versions: version.Legacy, Reachable: true}
+		if info.Versions != nil {
+			p.Versions = *info.Versions
+		}
+		peers = append(peers, p)
+	}
+	return upgrade.CheckJoin(req.Name, joiner, peers)
 }

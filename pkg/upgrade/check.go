@@ -53,9 +53,28 @@ func Check(in Input) (notes []string, err error) {
 	if !in.Changing() {
 		return nil, nil
 	}
+	notes, skipped, err := checkVersions(in, "this master is unchanged: start the version it ran before")
+	if err != nil || skipped {
+		return notes, err
+	}
+	return checkQuorum(in, notes)
+}
+
+// CheckJoin decides whether a new master running self may join masters
+// that registered peers' versions: the same skew and no-downgrade rules as
+// a restart. The join service's quorum guard covers the rest.
+func CheckJoin(name string, self version.Versions, peers []Peer) error {
+	_, _, err := checkVersions(Input{Name: name, Self: self, Peers: peers}, "nothing was added to the cluster")
+	return err
+}
+
+// checkVersions applies the skew policy and the no-downgrade rule; after
+// says, in a refusal, what state things were left in. skipped: a binary
+// without a Kubernetes release version is not checked at all.
+func checkVersions(in Input, after string) (notes []string, skipped bool, err error) {
 	self, ok := in.Self.ParsedKubernetes()
 	if !ok {
-		return []string{fmt.Sprintf("this binary carries no Kubernetes release version (%q: built without make); version checks skipped", in.Self.Kubernetes)}, nil
+		return []string{fmt.Sprintf("this binary carries no Kubernetes release version (%q: built without make); version checks skipped", in.Self.Kubernetes)}, true, nil
 	}
 	// Every version the cluster's data has seen: this master's last and
 	// the others'.
@@ -75,8 +94,8 @@ func Check(in Input) (notes []string, err error) {
 	for _, k := range known {
 		kv, _ := k.v.ParsedKubernetes()
 		if kv.Major() != self.Major() || self.Minor() > kv.Minor()+1 {
-			return notes, &Refusal{fmt.Sprintf("refusing to start Kubernetes %s: %s runs %s, and Kubernetes moves one minor version at a time; upgrade every master to a v%d.%d release first (this master is unchanged: start the version it ran before)",
-				in.Self.Kubernetes, k.who, k.v.Kubernetes, kv.Major(), kv.Minor()+1)}
+			return notes, false, &Refusal{fmt.Sprintf("refusing to start Kubernetes %s: %s runs %s, and Kubernetes moves one minor version at a time; upgrade every master to a v%d.%d release first (%s)",
+				in.Self.Kubernetes, k.who, k.v.Kubernetes, kv.Major(), kv.Minor()+1, after)}
 		}
 	}
 	var newest *seen
@@ -93,11 +112,16 @@ func Check(in Input) (notes []string, err error) {
 			if sameMinor {
 				hint += ", or pass --force-upgrade to go back within Kubernetes " + in.Self.KubernetesMinor()
 			}
-			return notes, &Refusal{fmt.Sprintf("refusing to start %s: %s runs the newer %s, and a master does not go back to an older version once the cluster has moved on; %s (this master is unchanged)",
-				in.Self, newest.who, newest.v, hint)}
+			return notes, false, &Refusal{fmt.Sprintf("refusing to start %s: %s runs the newer %s, and a master does not go back to an older version once the cluster has moved on; %s (%s)",
+				in.Self, newest.who, newest.v, hint, after)}
 		}
 		notes = append(notes, fmt.Sprintf("going back from %s to %s (--force-upgrade)", newest.v, in.Self))
 	}
+	return notes, false, nil
+}
+
+// checkQuorum refuses an upgrade while another voting master is down.
+func checkQuorum(in Input, notes []string) ([]string, error) {
 
 	// While this master restarts, the others carry the quorum: all of them
 	// must be up. When none answers, no serving cluster is at risk (a
