@@ -14,7 +14,9 @@
 #
 # Usage: scripts/bench-startup.sh [-n RUNS] [-i IDLE_SECONDS] [--no-refstack]
 # Env:   K8S_MASTER_BIN (default bin/k8s-master), REFSTACK_DIR (default
-#        ../shared/bench/refstack; built into .cache/refstack when needed)
+#        ../shared/bench/refstack; built into .cache/refstack-<version>),
+#        K8S_MASTER_PREV_BIN: also measure this k8s-master binary (the
+#        previous release: scripts/previous-release.sh) in the same run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=3 idle=30 refstack=1
@@ -38,9 +40,13 @@ pid=""
 cleanup() { [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-# One k8s-master run on fresh loopback ports; prints "ready leases rss".
+prev=""
+[ -n "${K8S_MASTER_PREV_BIN:-}" ] && prev=$(realpath "$K8S_MASTER_PREV_BIN")
+
+# One k8s-master run of binary $2 on fresh loopback ports; prints
+# "ready leases rss".
 run_ours() {
-  local d=$work/data.$1 p=26443
+  local d=$work/data.$1 p=26443 bin=$2
   local t0 t1 t2 rss
   t0=$(now)
   "$bin" init --data-dir "$d" --advertise-address 127.0.0.1 --bind-address 127.0.0.1 \
@@ -92,10 +98,16 @@ run_ref() {
 
 printf '%-4s %-11s %8s %9s %7s\n' run stack ready_s leases_s rss_mb
 for i in $(seq 1 "$runs"); do
-  run_ours "$i" >"$work/ours.line.$i"
+  run_ours "$i" "$bin" >"$work/ours.line.$i"
   read -r r l m <"$work/ours.line.$i"
   printf '%-4s %-11s %8.2f %9.2f %7d\n' "$i" k8s-master "$r" "$l" "$m"
   echo "$r $l $m" >>"$work/ours"
+  if [ -n "$prev" ]; then
+    run_ours "p$i" "$prev" >"$work/prev.line.$i"
+    read -r r l m <"$work/prev.line.$i"
+    printf '%-4s %-11s %8.2f %9.2f %7d\n' "$i" previous "$r" "$l" "$m"
+    echo "$r $l $m" >>"$work/prev"
+  fi
   if [ $refstack = 1 ]; then
     run_ref "$i" >"$work/ref.line.$i"
     read -r r l m <"$work/ref.line.$i"
@@ -106,12 +118,20 @@ done
 
 col() { awk -v c="$1" '{print $c}' "$2" | median; }
 or=$(col 1 "$work/ours") ol=$(col 2 "$work/ours") om=$(col 3 "$work/ours")
-printf 'median k8s-master: ready_s=%.2f leases_s=%.2f rss_mb=%d\n' "$or" "$ol" "$om"
+printf 'median k8s-master: ready_s=%.2f leases_s=%.2f rss_mb=%d  (%s)\n' "$or" "$ol" "$om" "$("$bin" version | tr '\n' ' ')"
+if [ -n "$prev" ]; then
+  pr=$(col 1 "$work/prev") pl=$(col 2 "$work/prev") pm=$(col 3 "$work/prev")
+  printf 'median previous:   ready_s=%.2f leases_s=%.2f rss_mb=%d  (%s)\n' "$pr" "$pl" "$pm" "$("$prev" version | tr '\n' ' ')"
+fi
 if [ $refstack = 1 ]; then
   rr=$(col 1 "$work/ref") rl=$(col 2 "$work/ref") rm=$(col 3 "$work/ref")
   printf 'median refstack:   ready_s=%.2f leases_s=%.2f rss_mb=%d\n' "$rr" "$rl" "$rm"
   printf 'ratio k8s-master/refstack: ready=%.2f leases=%.2f rss=%.2f\n' \
     "$(echo "$or / $rr" | bc -l)" "$(echo "$ol / $rl" | bc -l)" "$(echo "$om / $rm" | bc -l)"
+fi
+if [ -n "$prev" ]; then
+  psize=$(stat -c %s "$prev")
+  printf 'previous binary: %.1f MB (%.1f MiB)\n' "$(echo "$psize / 1000000" | bc -l)" "$(echo "$psize / 1048576" | bc -l)"
 fi
 size=$(stat -c %s "$bin")
 printf 'binary: %s %.1f MB (%.1f MiB), %s\n' "$(basename "$bin")" "$(echo "$size / 1000000" | bc -l)" "$(echo "$size / 1048576" | bc -l)" \

@@ -110,7 +110,7 @@ func InitEntries() []string {
 	return []string{
 		pkiDir, etcdDir, stateFile, adminKubeconfig, cmKubeconfig,
 		schedulerKubeconfig, encryptionConfig, authenticationConfig, initMarker,
-		tokenFile,
+		tokenFile, versionsFile,
 	}
 }
 
@@ -120,7 +120,7 @@ func InitEntries() []string {
 func IsRuntime(name string) bool {
 	return name == lockFile || name == controlSocket || IsLog(name) ||
 		strings.HasPrefix(name, writeProbePrefix) ||
-		strings.HasPrefix(name, "."+stateFile+".tmp")
+		strings.HasPrefix(name, "."+stateFile+".tmp") || strings.HasPrefix(name, "."+versionsFile+".tmp")
 }
 
 // IsLog tells the log file and its rotations (k8s-master-<time>.log.gz,
