@@ -190,6 +190,27 @@ func TestUpgrade(t *testing.T) {
 		if s.Mixed {
 			t.Errorf("status still says mixed: %s", s.Upgrade)
 		}
+		// etcd moves the cluster version itself once every member runs 3.7.
+		pki := filepath.Join(l.dataDir(1), "pki")
+		eventually(t, time.Minute, "etcd cluster version 3.7", func() error {
+			out, err := exec.Command("ip", "netns", "exec", l.prefix+"m1", "curl", "-sS", "-m", "5",
+				"--cacert", filepath.Join(pki, "etcd", "ca.crt"), "--cert", filepath.Join(pki, "apiserver-etcd-client.crt"),
+				"--key", filepath.Join(pki, "apiserver-etcd-client.key"), "https://"+l.addr(1)+":2379/version").CombinedOutput()
+			if err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			var ver struct {
+				Server  string `json:"etcdserver"`
+				Cluster string `json:"etcdcluster"`
+			}
+			if err := json.Unmarshal(out, &ver); err != nil {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			if !strings.HasPrefix(ver.Cluster, "3.7") {
+				return fmt.Errorf("etcd server %s, cluster version %s", ver.Server, ver.Cluster)
+			}
+			return nil
+		})
 		if out := l.mustKubectl(1, "get", "secret", "before-upgrade", "-o", "jsonpath={.data.password}"); out != "czNjcmV0" {
 			t.Errorf("the Secret written before the upgrade reads %q, want base64 of s3cret", out)
 		}
