@@ -311,4 +311,3 @@ func waitExit(cmd *exec.Cmd, timeout time.Duration) error {
 		return fmt.Errorf("did not finish within %s", timeout)
 	}
 }
-

@@ -24,7 +24,6 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/version"
 )
 
-
 // stopTimeout bounds a graceful stop: leases released, apiserver drained,
 // etcd closed.
 const stopTimeout = 15 * time.Second
