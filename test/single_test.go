@@ -132,6 +132,8 @@ func TestSingleMaster(t *testing.T) {
 		}
 	})
 
+	t.Run("snapshot save, list and verify", func(t *testing.T) { checkSnapshot(t, dir) })
+
 	took := m.stop(syscall.SIGTERM, 20*time.Second)
 	if m.exitCode() != 0 {
 		t.Errorf("exit code %d after SIGTERM, want 0", m.exitCode())
@@ -354,4 +356,42 @@ func snapshot(t *testing.T, dir string) string {
 		return nil
 	})
 	return b.String()
+}
+
+// checkSnapshot saves a snapshot of the running master through the CLI,
+// lists and verifies it, and has a damaged copy refused.
+func checkSnapshot(t *testing.T, dir string) {
+	snapDir := filepath.Join(t.TempDir(), "snapshots")
+	out, stderr, code := runCLI(t, "snapshot", "save", "--data-dir", dir, "--dir", snapDir)
+	if code != 0 {
+		t.Fatalf("snapshot save: exit %d\n%s", code, stderr)
+	}
+	archive := strings.TrimSpace(out)
+	if filepath.Dir(archive) != snapDir || !strings.HasSuffix(archive, ".snapshot") || !strings.Contains(stderr, "written and verified") {
+		t.Errorf("snapshot save printed %q / %q", out, stderr)
+	}
+	info, err := os.Stat(archive)
+	if err != nil || info.Mode().Perm() != 0o600 {
+		t.Fatalf("archive: %v, mode %v; want 0600", err, info)
+	}
+	list, _, code := runCLI(t, "snapshot", "list", "--dir", snapDir)
+	if code != 0 || !strings.Contains(list, archive) || !strings.Contains(list, "itest") {
+		t.Errorf("snapshot list: exit %d\n%s", code, list)
+	}
+	verify, stderr, code := runCLI(t, "snapshot", "verify", archive)
+	if code != 0 || !strings.Contains(verify, ": ok") || !strings.Contains(verify, "data/pki/ca.key") || !strings.Contains(verify, "data/encryption-config.yaml") {
+		t.Errorf("snapshot verify: exit %d\n%s%s", code, verify, stderr)
+	}
+	data, err := os.ReadFile(archive)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data[len(data)/2] ^= 0x40
+	bad := filepath.Join(t.TempDir(), "bad.snapshot")
+	if err := os.WriteFile(bad, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := runCLI(t, "snapshot", "verify", bad); code == 0 || !strings.Contains(stderr, "is damaged") {
+		t.Errorf("verify of a damaged copy: exit %d\n%s", code, stderr)
+	}
 }

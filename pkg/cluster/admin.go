@@ -23,6 +23,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/layout"
 	"github.com/k8s-master/k8s-master/pkg/pki"
 	"github.com/k8s-master/k8s-master/pkg/poll"
+	"github.com/k8s-master/k8s-master/pkg/snapshot"
 	"github.com/k8s-master/k8s-master/pkg/version"
 	"github.com/k8s-master/k8s-master/pkg/vip"
 )
@@ -433,4 +434,10 @@ func (a *Admin) Leave(ctx context.Context, force bool, note func(string)) error 
 	}
 	note("wiping the local etcd data and state")
 	return datadir.RemoveOwnEntries(a.Config.DataDir)
+}
+
+// SaveSnapshot writes a recovery archive of this master's etcd member and
+// the cluster's identity to out (pkg/snapshot).
+func (a *Admin) SaveSnapshot(ctx context.Context, out string) (*snapshot.Manifest, error) {
+	return snapshot.Save(ctx, snapshot.Source{Config: a.Config, State: a.State, Client: a.cli}, out)
 }
