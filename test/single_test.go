@@ -379,7 +379,7 @@ func checkSnapshot(t *testing.T, dir string) {
 		t.Errorf("snapshot list: exit %d\n%s", code, list)
 	}
 	verify, stderr, code := runCLI(t, "snapshot", "verify", archive)
-	if code != 0 || !strings.Contains(verify, ": ok") || !strings.Contains(verify, "data/pki/ca.key") || !strings.Contains(verify, "data/encryption-config.yaml") {
+	if code != 0 || !strings.Contains(verify, ": ok") || !strings.Contains(verify, "pki/ca.key") || !strings.Contains(verify, "encryption-config.yaml") {
 		t.Errorf("snapshot verify: exit %d\n%s%s", code, verify, stderr)
 	}
 	data, err := os.ReadFile(archive)
