@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -49,7 +50,8 @@ spec:
 func TestSingleMaster(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	p := freePorts(t)
-	flags := append(p.flags(), "--name=itest")
+	scheduled := filepath.Join(t.TempDir(), "scheduled")
+	flags := append(p.flags(), "--name=itest", "--snapshot-interval=10s", "--snapshot-retention=2", "--snapshot-dir="+scheduled)
 
 	m := startMaster(t, "init", dir, flags...)
 	m.waitReady(2 * time.Minute)
@@ -133,6 +135,7 @@ func TestSingleMaster(t *testing.T) {
 	})
 
 	t.Run("snapshot save, list and verify", func(t *testing.T) { checkSnapshot(t, dir) })
+	t.Run("scheduled snapshots", func(t *testing.T) { checkScheduledSnapshots(t, dir, scheduled) })
 
 	took := m.stop(syscall.SIGTERM, 20*time.Second)
 	if m.exitCode() != 0 {
@@ -393,5 +396,40 @@ func checkSnapshot(t *testing.T, dir string) {
 	}
 	if _, stderr, code := runCLI(t, "snapshot", "verify", bad); code == 0 || !strings.Contains(stderr, "is damaged") {
 		t.Errorf("verify of a damaged copy: exit %d\n%s", code, stderr)
+	}
+}
+
+// checkScheduledSnapshots waits for the 10 s schedule to write snapshots
+// (the test keeps writing, so none is skipped), at most 2 kept, recorded
+// for status.
+func checkScheduledSnapshots(t *testing.T, dir, scheduled string) {
+	kubectl(t, dir, "", "create", "configmap", "scheduled-1", "--from-literal=k=v")
+	eventually(t, 40*time.Second, "a scheduled snapshot", func() error {
+		out, stderr, code := runCLI(t, "snapshot", "list", "--dir", scheduled)
+		if code != 0 || !strings.Contains(out, ".snapshot") {
+			return fmt.Errorf("snapshot list: exit %d %s%s", code, out, stderr)
+		}
+		return nil
+	})
+	out, stderr, code := runCLI(t, "status", "--data-dir", dir, "--output", "json")
+	if code != 0 {
+		t.Fatalf("status: %d %s", code, stderr)
+	}
+	var st struct {
+		Snapshots []struct {
+			Master       string `json:"master"`
+			LastFile     string `json:"lastFile"`
+			LastRevision int64  `json:"lastRevision"`
+			Failures     int    `json:"failures"`
+		} `json:"snapshots"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Snapshots) != 1 || st.Snapshots[0].Master != "itest" || filepath.Dir(st.Snapshots[0].LastFile) != scheduled || st.Snapshots[0].LastRevision == 0 || st.Snapshots[0].Failures != 0 {
+		t.Errorf("status shows the scheduled snapshots as %+v", st.Snapshots)
+	}
+	if _, stderr, code := runCLI(t, "snapshot", "verify", st.Snapshots[0].LastFile); code != 0 {
+		t.Errorf("the scheduled snapshot does not verify: %s", stderr)
 	}
 }

@@ -246,6 +246,13 @@ func newStatusCommand(dataDir *string) *cobra.Command {
 						orDash(m.Versions.Release), orDash(m.Versions.Kubernetes), orDash(m.Versions.Etcd), strings.Join(m.PeerURLs, ","))
 				}
 				w.Flush()
+				for _, r := range st.Snapshots {
+					last := "none yet"
+					if !r.LastSuccess.IsZero() {
+						last = fmt.Sprintf("last %s (etcd revision %d, %s, %.1f s)", r.LastSuccess.Local().Format(time.RFC3339), r.LastRevision, mb(r.LastBytes), r.LastSeconds)
+					}
+					fmt.Fprintf(out, "snapshots of %s: %s; every %s, keep %d, in %s; %d failed, %d skipped (nothing new)\n", r.Master, last, r.Interval, r.Retention, r.Dir, r.Failures, r.Skipped)
+				}
 				if st.Mixed {
 					fmt.Fprintln(out, "upgrade:", st.Upgrade)
 				}

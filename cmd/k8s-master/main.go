@@ -81,6 +81,9 @@ func nodeFlags(fs *pflag.FlagSet, c *config.Config) {
 	fs.IntVar(&c.JoinPort, "join-port", c.JoinPort, "join service port (HTTPS)")
 	fs.StringVar(&c.VIPInterface, "iface", c.VIPInterface, "interface for the VIP on this master (default: the one whose subnet holds the VIP)")
 	fs.StringSliceVar(&c.APIServerSANs, "apiserver-san", c.APIServerSANs, "extra names or addresses for the apiserver certificate (repeatable)")
+	fs.StringVar(&c.SnapshotDir, "snapshot-dir", c.SnapshotDir, "directory for this master's scheduled snapshots (outside the data directory)")
+	fs.DurationVar(&c.SnapshotInterval, "snapshot-interval", c.SnapshotInterval, "take a snapshot this often, skipped while nothing changed (0: no scheduled snapshots)")
+	fs.IntVar(&c.SnapshotRetention, "snapshot-retention", c.SnapshotRetention, "scheduled snapshots of this master to keep; older ones are deleted")
 	fs.StringVar(&c.LogFile, "log-file", c.LogFile, `where component logs go ("-" for standard error; default DATA_DIR/k8s-master.log)`)
 	fs.IntVarP(&c.LogVerbosity, "v", "v", c.LogVerbosity, "log verbosity (0-10)")
 }

@@ -86,9 +86,11 @@ type Status struct {
 	VIP *VIPStatus `json:"vip,omitempty"`
 	// Mixed is set while the masters run different versions (an upgrade
 	// under way); Upgrade then says what is left to do.
-	Mixed    bool     `json:"mixed"`
-	Upgrade  string   `json:"upgrade,omitempty"`
-	Warnings []string `json:"warnings"`
+	Mixed   bool   `json:"mixed"`
+	Upgrade string `json:"upgrade,omitempty"`
+	// Snapshots is each master's scheduled-snapshot state.
+	Snapshots []snapshot.Record `json:"snapshots"`
+	Warnings  []string          `json:"warnings"`
 }
 
 // VIPStatus says who holds the VIP; Holder is "" when nobody does.
@@ -151,6 +153,14 @@ func (a *Admin) Status(ctx context.Context) (*Status, error) {
 		st.Members = append(st.Members, v)
 	}
 	st.Mixed, st.Upgrade = upgradeProgress(st.Members)
+	if st.Snapshots, err = snapshot.ReadRecords(ctx, a.cli); err != nil {
+		return nil, err
+	}
+	for _, r := range st.Snapshots {
+		if w := snapshotWarning(r); w != "" {
+			st.Warnings = append(st.Warnings, w)
+		}
+	}
 	if st.Warnings == nil {
 		st.Warnings = []string{}
 	}
@@ -440,4 +450,14 @@ func (a *Admin) Leave(ctx context.Context, force bool, note func(string)) error 
 // the cluster's identity to out (pkg/snapshot).
 func (a *Admin) SaveSnapshot(ctx context.Context, out string) (*snapshot.Manifest, error) {
 	return snapshot.Save(ctx, snapshot.Source{Config: a.Config, State: a.State, Client: a.cli}, out)
+}
+
+// snapshotWarning says when a master's last scheduled snapshot failed. (A
+// last success long ago is no sign of trouble: runs are skipped while
+// nothing changes.)
+func snapshotWarning(r snapshot.Record) string {
+	if r.LastError != "" && r.LastErrorTime.After(r.LastSuccess) {
+		return fmt.Sprintf("%s: the last scheduled snapshot failed at %s (%d failures so far): %s", r.Master, r.LastErrorTime.Local().Format(time.RFC3339), r.Failures, r.LastError)
+	}
+	return ""
 }

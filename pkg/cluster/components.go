@@ -14,6 +14,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/controlplane"
 	"github.com/k8s-master/k8s-master/pkg/etcd"
 	"github.com/k8s-master/k8s-master/pkg/join"
+	"github.com/k8s-master/k8s-master/pkg/snapshot"
 	"github.com/k8s-master/k8s-master/pkg/version"
 	"github.com/k8s-master/k8s-master/pkg/vip"
 )
@@ -338,4 +339,33 @@ func await(ctx context.Context, ch <-chan struct{}, doing string) error {
 		}
 		return fmt.Errorf("%s: %w", doing, ctx.Err())
 	}
+}
+
+// snapshotScheduler takes this master's scheduled snapshots.
+type snapshotScheduler struct {
+	s      *snapshot.Scheduler
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (s *snapshotScheduler) Name() string { return "scheduled snapshots" }
+
+func (s *snapshotScheduler) Start(context.Context) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel, s.done = cancel, make(chan struct{})
+	go func() {
+		defer close(s.done)
+		s.s.Run(ctx)
+	}()
+	return nil
+}
+
+// Stop ends the schedule; a snapshot being written is abandoned (its
+// temporary file removed), never left half-written under its name.
+func (s *snapshotScheduler) Stop(ctx context.Context) error {
+	if s.cancel == nil {
+		return nil
+	}
+	s.cancel()
+	return await(ctx, s.done, "a snapshot is still being written")
 }

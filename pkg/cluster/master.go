@@ -35,6 +35,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/poll"
 	"github.com/k8s-master/k8s-master/pkg/preflight"
 	"github.com/k8s-master/k8s-master/pkg/process"
+	"github.com/k8s-master/k8s-master/pkg/snapshot"
 	"github.com/k8s-master/k8s-master/pkg/vip"
 )
 
@@ -232,6 +233,15 @@ func (m *Master) servingSteps() []component.Step {
 		{Name: "join service", Do: func(ctx context.Context, r *component.Runner) error {
 			return r.Start(ctx, m.parts.joinService(m.cfg, m.state, m.etcdClient, m.describe))
 		}},
+	}
+	if c := m.cfg; c.SnapshotInterval > 0 {
+		steps = append(steps, component.Step{
+			Name: fmt.Sprintf("scheduled snapshots (every %s, keep %d, in %s)", c.SnapshotInterval, c.SnapshotRetention, c.SnapshotDir),
+			Do: func(ctx context.Context, r *component.Runner) error {
+				src := snapshot.Source{Config: c, State: m.state, Client: m.etcdClient}
+				sched := snapshot.Schedule{Dir: c.SnapshotDir, Interval: c.SnapshotInterval, Retention: c.SnapshotRetention}
+				return r.Start(ctx, &snapshotScheduler{s: snapshot.NewScheduler(src, sched, r.Printf)})
+			}})
 	}
 	if m.vipAddr != nil {
 		m.vip = &vipElection{m: m, addr: m.vipAddr, timeout: m.readyTimeout}

@@ -113,6 +113,9 @@ func testConfig(t *testing.T) *config.Config {
 	c.APIServerPort, c.EtcdClientPort, c.EtcdPeerPort, c.EtcdMetricsPort = p[0], p[1], p[2], p[3]
 	c.ControllerManagerPort, c.SchedulerPort, c.JoinPort = p[4], p[5], p[6]
 	c.LogFile = filepath.Join(c.DataDir, "k8s-master.log")
+	// These tests are about the core parts' order; scheduled snapshots
+	// have their own tests (pkg/snapshot, TestSingleMaster).
+	c.SnapshotInterval = 0
 	return &c
 }
 

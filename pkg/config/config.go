@@ -59,6 +59,14 @@ type Config struct {
 	// certificate (a DNS name of a load balancer, say).
 	APIServerSANs []string `json:"apiServerSANs,omitempty"`
 
+	// Scheduled snapshots of this master (pkg/snapshot): every
+	// SnapshotInterval (0: none), the newest SnapshotRetention kept in
+	// SnapshotDir. Node-local and not recorded: each start takes them
+	// from its flags and the configuration file.
+	SnapshotDir       string        `json:"-"`
+	SnapshotInterval  time.Duration `json:"-"`
+	SnapshotRetention int           `json:"-"`
+
 	// LogFile receives the components' logs; "-" means standard error.
 	LogFile      string `json:"-"`
 	LogVerbosity int    `json:"-"`
@@ -91,8 +99,18 @@ func Default() Config {
 		ServiceCIDR:           "10.96.0.0/12",
 		ClusterDomain:         "cluster.local",
 		VIPLeaseTTL:           3,
+		SnapshotDir:           DefaultSnapshotDir,
+		SnapshotInterval:      time.Hour,
+		SnapshotRetention:     24,
 	}
 }
+
+// DefaultSnapshotDir is outside the data directory, so that `reset` keeps
+// the snapshots.
+const DefaultSnapshotDir = "/var/lib/k8s-master-snapshots"
+
+// MinSnapshotInterval bounds how often a master may snapshot itself.
+const MinSnapshotInterval = 10 * time.Second
 
 // Complete fills the host-dependent defaults: the node name from the
 // hostname and the advertise address from the default route.
@@ -120,6 +138,13 @@ func (c *Config) Complete() error {
 	}
 	if c.LogFile == "" {
 		c.LogFile = c.Layout().Log()
+	}
+	if c.SnapshotDir != "" {
+		abs, err := filepath.Abs(c.SnapshotDir)
+		if err != nil {
+			return &SettingError{Setting: "snapshot-dir", Value: c.SnapshotDir, Err: err}
+		}
+		c.SnapshotDir = abs
 	}
 	return nil
 }
@@ -199,6 +224,17 @@ func (c *Config) Validate() error {
 	errs = append(errs, c.validateVIP(adv, svc)...)
 	if c.LogVerbosity < 0 || c.LogVerbosity > 10 {
 		add(&SettingError{Setting: "v", Value: c.LogVerbosity, Problem: "is out of range 0-10"})
+	}
+	if c.SnapshotInterval != 0 && c.SnapshotInterval < MinSnapshotInterval {
+		add(&SettingError{Setting: "snapshot-interval", Value: c.SnapshotInterval, Problem: fmt.Sprintf("is shorter than %s (0 turns scheduled snapshots off)", MinSnapshotInterval)})
+	}
+	if c.SnapshotRetention < 1 {
+		add(&SettingError{Setting: "snapshot-retention", Value: c.SnapshotRetention, Problem: "must keep at least 1 snapshot"})
+	}
+	if !filepath.IsAbs(c.SnapshotDir) {
+		add(&SettingError{Setting: "snapshot-dir", Value: c.SnapshotDir, Problem: "must be an absolute path"})
+	} else if c.DataDir != "" && (c.SnapshotDir == c.DataDir || strings.HasPrefix(c.SnapshotDir, c.DataDir+string(filepath.Separator))) {
+		add(&SettingError{Setting: "snapshot-dir", Value: c.SnapshotDir, Problem: "is inside the data directory, where reset would take the snapshots with it; use a directory outside it"})
 	}
 	return errors.Join(errs...)
 }

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func valid() Config {
@@ -52,6 +53,12 @@ func TestValidate(t *testing.T) {
 		{"vip ttl short", func(c *Config) { c.VIP = "192.0.2.50"; c.VIPLeaseTTL = 1 }, []string{"vip-lease-ttl 1"}},
 		{"vip ttl ignored without vip", func(c *Config) { c.VIPLeaseTTL = 0 }, nil},
 		{"several at once", func(c *Config) { c.APIServerPort = -1; c.Name = "" }, []string{"apiserver-port", "name"}},
+		{"snapshots off", func(c *Config) { c.SnapshotInterval = 0 }, nil},
+		{"snapshots too often", func(c *Config) { c.SnapshotInterval = 5 * time.Second }, []string{"snapshot-interval 5s", "shorter than 10s"}},
+		{"snapshots none kept", func(c *Config) { c.SnapshotRetention = 0 }, []string{"snapshot-retention 0"}},
+		{"snapshots relative dir", func(c *Config) { c.SnapshotDir = "snaps" }, []string{"snapshot-dir", "absolute"}},
+		{"snapshots inside the data dir", func(c *Config) { c.DataDir = "/var/lib/k8s-master"; c.SnapshotDir = "/var/lib/k8s-master/snaps" }, []string{"snapshot-dir", "inside the data directory"}},
+		{"snapshots beside the data dir", func(c *Config) { c.DataDir = "/var/lib/k8s-master"; c.SnapshotDir = "/var/lib/k8s-master-snapshots" }, nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -46,7 +46,7 @@ func DefaultName(clusterID, master string, at time.Time) string {
 	if len(short) > 8 {
 		short = short[:8]
 	}
-	return fmt.Sprintf("k8s-master-%s-%s-%s%s", short, master, at.UTC().Format("20060102T150405Z"), Extension)
+	return fmt.Sprintf("k8s-master-%s-%s-%s%s", short, master, at.UTC().Format("20060102T150405.000Z"), Extension)
 }
 
 // Save writes an archive of the member's data and the cluster's identity
