@@ -136,6 +136,7 @@ func TestSingleMaster(t *testing.T) {
 
 	t.Run("snapshot save, list and verify", func(t *testing.T) { checkSnapshot(t, dir) })
 	t.Run("scheduled snapshots", func(t *testing.T) { checkScheduledSnapshots(t, dir, scheduled) })
+	t.Run("certificates: check and metrics", func(t *testing.T) { checkCerts(t, dir) })
 
 	took := m.stop(syscall.SIGTERM, 20*time.Second)
 	if m.exitCode() != 0 {
@@ -431,5 +432,48 @@ func checkScheduledSnapshots(t *testing.T, dir, scheduled string) {
 	}
 	if _, stderr, code := runCLI(t, "snapshot", "verify", st.Snapshots[0].LastFile); code != 0 {
 		t.Errorf("the scheduled snapshot does not verify: %s", stderr)
+	}
+}
+
+// checkCerts lists the master's certificates through the CLI and finds
+// their expiry on /metrics.
+func checkCerts(t *testing.T, dir string) {
+	out, stderr, code := runCLI(t, "certs", "check", "--data-dir", dir, "--output", "json")
+	if code != 0 {
+		t.Fatalf("certs check: exit %d %s", code, stderr)
+	}
+	var cs []struct {
+		Name     string    `json:"name"`
+		CA       bool      `json:"ca"`
+		NotAfter time.Time `json:"notAfter"`
+		DaysLeft int       `json:"daysLeft"`
+	}
+	if err := json.Unmarshal([]byte(out), &cs); err != nil {
+		t.Fatal(err)
+	}
+	var api time.Time
+	for _, c := range cs {
+		if c.Name == "apiserver.crt" && !c.CA && c.DaysLeft >= 364 {
+			api = c.NotAfter
+		}
+	}
+	if api.IsZero() || len(cs) < 10 {
+		t.Fatalf("certs check lists %d certificates, apiserver.crt expiring %v:\n%s", len(cs), api, out)
+	}
+	metrics := kubectl(t, dir, "", "get", "--raw", "/metrics")
+	found := false
+	for _, line := range strings.Split(metrics, "\n") {
+		if strings.HasPrefix(line, `k8s_master_certificate_expiry_timestamp_seconds{ca="false",certificate="apiserver.crt"}`) {
+			found = true
+			var v float64
+			if f := strings.Fields(line); len(f) != 2 {
+				t.Errorf("metric line %q", line)
+			} else if _, err := fmt.Sscan(f[1], &v); err != nil || int64(v) != api.Unix() {
+				t.Errorf("metric line %q, certs check says %d", line, api.Unix())
+			}
+		}
+	}
+	if !found {
+		t.Error("no k8s_master_certificate_expiry_timestamp_seconds for apiserver.crt on /metrics")
 	}
 }

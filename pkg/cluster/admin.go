@@ -15,6 +15,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/k8s-master/k8s-master/pkg/certs"
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/control"
 	"github.com/k8s-master/k8s-master/pkg/datadir"
@@ -159,6 +160,13 @@ func (a *Admin) Status(ctx context.Context) (*Status, error) {
 	for _, r := range st.Snapshots {
 		if w := snapshotWarning(r); w != "" {
 			st.Warnings = append(st.Warnings, w)
+		}
+	}
+	// This master's certificates (and the cluster's CAs, which every
+	// master shares).
+	if cs, err := certs.Check(a.Config.Layout().PKIDir(), time.Now()); err == nil {
+		for _, w := range certs.Warnings(cs, time.Now()) {
+			st.Warnings = append(st.Warnings, a.Config.Name+": "+w)
 		}
 	}
 	if st.Warnings == nil {

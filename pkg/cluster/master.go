@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/k8s-master/k8s-master/pkg/apiserverconfig"
+	"github.com/k8s-master/k8s-master/pkg/certs"
 	"github.com/k8s-master/k8s-master/pkg/component"
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/control"
@@ -228,6 +229,7 @@ func (m *Master) servingSteps() []component.Step {
 			r.OnStop("close the etcd client", func(context.Context) error { return cli.Close() })
 			// Stopped after the VIP, before the apiserver drains.
 			r.OnStop("hand etcd leadership over", func(ctx context.Context) error { return m.handOverEtcdLeadership(ctx, cli) })
+			certs.Export(m.cfg.Layout().PKIDir())
 			return recordVersions(m.cfg)
 		}},
 		{Name: "join service", Do: func(ctx context.Context, r *component.Runner) error {
