@@ -220,6 +220,30 @@ func TestUpgrade(t *testing.T) {
 		}
 	})
 
+	t.Run("a graceful stop hands etcd leadership over", func(t *testing.T) {
+		leader := c.etcdLeader()
+		c.ms[leader].stop(syscall.SIGTERM, time.Minute)
+		if out := c.ms[leader].stdout.String(); !strings.Contains(out, "etcd leadership handed over") {
+			t.Errorf("m%d led etcd and stopped without handing leadership over:\n%s", leader, tail(out, 15))
+		}
+		via := other(leader, 0)
+		s, err := vipStatus(l, via)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaders := 0
+		for _, m := range s.Members {
+			if m.Leader {
+				leaders++
+			}
+		}
+		if leaders != 1 {
+			t.Errorf("right after m%d stopped, m%d sees %d etcd leaders, want 1: %s", leader, via, leaders, s.names())
+		}
+		c.restart(leader)
+		waitHealthy(t, l, 1)
+	})
+
 	t.Run("refusals change nothing", func(t *testing.T) {
 		testUpgradeRefusals(t, c)
 	})
