@@ -154,7 +154,7 @@ func TestUnitVerify(t *testing.T) {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
 	b, _ := os.ReadFile(unit)
-	for _, want := range []string{"Type=notify\n", "NotifyAccess=main\n", "Restart=on-failure\n", "LimitNOFILE=1048576\n", "TimeoutStopSec=30s\n", "KillMode=mixed\n", "ExecStart=/usr/bin/k8s-master start\n", "WantedBy=multi-user.target\n"} {
+	for _, want := range []string{"Type=notify\n", "NotifyAccess=main\n", "Restart=on-failure\n", "RestartPreventExitStatus=78\n", "LimitNOFILE=1048576\n", "TimeoutStopSec=30s\n", "KillMode=mixed\n", "ExecStart=/usr/bin/k8s-master start\n", "WantedBy=multi-user.target\n"} {
 		if !strings.Contains(string(b), want) {
 			t.Errorf("unit lacks %q", want)
 		}

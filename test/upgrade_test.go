@@ -258,12 +258,14 @@ func testUpgradeRefusals(t *testing.T, c *chaosLab) {
 	skip := stampedBinary(t, "v0.4.0", "v1.39.0")
 	back := stampedBinary(t, "v0.1.1", "v1.36.3")
 	next := stampedBinary(t, "v0.3.0", "v1.38.0")
-	refused := func(i int, bin, want string) {
+	// Exit 78 (the unit does not retry) for a version refusal, 1 (retried
+	// until the other master is back) for the quorum one.
+	refused := func(i int, bin string, wantCode int, want string) {
 		t.Helper()
 		before := dataDigest(t, l.dataDir(i))
 		out, errOut, code := l.runBinOn(fmt.Sprint(i), bin, "start", "--data-dir", l.dataDir(i))
-		if code == 0 || !strings.Contains(errOut, want) {
-			t.Errorf("start of %s on m%d: exit %d, want a refusal saying %q\n%s%s", filepath.Base(bin), i, code, want, out, errOut)
+		if code != wantCode || !strings.Contains(errOut, want) {
+			t.Errorf("start of %s on m%d: exit %d, want %d and a refusal saying %q\n%s%s", filepath.Base(bin), i, code, wantCode, want, out, errOut)
 		}
 		if after := dataDigest(t, l.dataDir(i)); after != before {
 			t.Errorf("the refused start of %s changed m%d's data directory", filepath.Base(bin), i)
@@ -271,12 +273,12 @@ func testUpgradeRefusals(t *testing.T, c *chaosLab) {
 	}
 
 	c.ms[3].stop(syscall.SIGTERM, time.Minute)
-	refused(3, skip, "Kubernetes moves one minor version at a time; upgrade every master to a v1.38 release first")
-	refused(3, back, "and a master does not go back to an older version once the cluster has moved on")
+	refused(3, skip, 78, "Kubernetes moves one minor version at a time; upgrade every master to a v1.38 release first")
+	refused(3, back, 78, "and a master does not go back to an older version once the cluster has moved on")
 
 	// m3 stays down; upgrading m2 now would leave no quorum to spare.
 	c.ms[2].stop(syscall.SIGTERM, time.Minute)
-	refused(2, next, "refusing to upgrade m2 while m3")
+	refused(2, next, 1, "refusing to upgrade m2 while m3")
 	c.ms[3] = l.start(3, "start")
 	c.ms[2] = l.start(2, "start")
 	c.ms[3].waitReady(3 * time.Minute)

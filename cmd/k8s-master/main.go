@@ -21,6 +21,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/process"
 	"github.com/k8s-master/k8s-master/pkg/service"
+	"github.com/k8s-master/k8s-master/pkg/upgrade"
 	"github.com/k8s-master/k8s-master/pkg/version"
 )
 
@@ -28,9 +29,18 @@ import (
 // etcd closed.
 const stopTimeout = 15 * time.Second
 
+// exitVersionRefused is the exit status of a start the upgrade checks
+// refuse for its version: the unit's RestartPreventExitStatus stops
+// systemd from retrying, since only another binary can help.
+const exitVersionRefused = 78 // EX_CONFIG
+
 func main() {
 	if err := newRootCommand().Execute(); err != nil {
 		fmt.Fprintln(os.Stderr, "error:", flagMessage(err))
+		var r *upgrade.Refusal
+		if errors.As(err, &r) && !r.Retry {
+			os.Exit(exitVersionRefused)
+		}
 		os.Exit(1)
 	}
 }

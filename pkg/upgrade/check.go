@@ -37,8 +37,13 @@ type Input struct {
 }
 
 // Refusal is a refused start: nothing was changed, and the message says
-// what to do.
-type Refusal struct{ msg string }
+// what to do. Retry is set when the same start can succeed later by
+// itself (another master coming back); a version refusal needs another
+// binary.
+type Refusal struct {
+	msg   string
+	Retry bool
+}
 
 func (r *Refusal) Error() string { return r.msg }
 
@@ -94,7 +99,7 @@ func checkVersions(in Input, after string) (notes []string, skipped bool, err er
 	for _, k := range known {
 		kv, _ := k.v.ParsedKubernetes()
 		if kv.Major() != self.Major() || self.Minor() > kv.Minor()+1 {
-			return notes, false, &Refusal{fmt.Sprintf("refusing to start Kubernetes %s: %s runs %s, and Kubernetes moves one minor version at a time; upgrade every master to a v%d.%d release first (%s)",
+			return notes, false, &Refusal{msg: fmt.Sprintf("refusing to start Kubernetes %s: %s runs %s, and Kubernetes moves one minor version at a time; upgrade every master to a v%d.%d release first (%s)",
 				in.Self.Kubernetes, k.who, k.v.Kubernetes, kv.Major(), kv.Minor()+1, after)}
 		}
 	}
@@ -112,7 +117,7 @@ func checkVersions(in Input, after string) (notes []string, skipped bool, err er
 			if sameMinor {
 				hint += ", or pass --force-upgrade to go back within Kubernetes " + in.Self.KubernetesMinor()
 			}
-			return notes, false, &Refusal{fmt.Sprintf("refusing to start %s: %s runs the newer %s, and a master does not go back to an older version once the cluster has moved on; %s (%s)",
+			return notes, false, &Refusal{msg: fmt.Sprintf("refusing to start %s: %s runs the newer %s, and a master does not go back to an older version once the cluster has moved on; %s (%s)",
 				in.Self, newest.who, newest.v, hint, after)}
 		}
 		notes = append(notes, fmt.Sprintf("going back from %s to %s (--force-upgrade)", newest.v, in.Self))
@@ -150,7 +155,7 @@ func checkQuorum(in Input, notes []string) ([]string, error) {
 		if len(down) > 1 {
 			verb = "are"
 		}
-		return notes, &Refusal{fmt.Sprintf("refusing to upgrade %s while %s %s down: the cluster has no quorum to spare (%d of %d other voting masters up); bring them back first (this master is unchanged: start the version it ran before), or pass --force-upgrade",
+		return notes, &Refusal{Retry: true, msg: fmt.Sprintf("refusing to upgrade %s while %s %s down: the cluster has no quorum to spare (%d of %d other voting masters up); bring them back first (this master is unchanged: start the version it ran before), or pass --force-upgrade",
 			in.Name, strings.Join(down, ", "), verb, len(up), voters)}
 	}
 	return notes, nil

@@ -91,3 +91,23 @@ func TestChanging(t *testing.T) {
 		t.Error("a new release or a first run does not count as a change")
 	}
 }
+
+// TestRefusalRetry: only the quorum refusal heals by itself (the unit
+// retries it); version refusals need another binary.
+func TestRefusalRetry(t *testing.T) {
+	cur, next, skip := v("v0.2.0", "v1.37.2"), v("v0.3.0", "v1.38.0"), v("v0.4.0", "v1.39.0")
+	for _, tc := range []struct {
+		in    Input
+		retry bool
+	}{
+		{Input{Name: "m1", Self: skip, Previous: &cur, Peers: []Peer{peer("m2", cur, true)}}, false},
+		{Input{Name: "m1", Self: cur, Previous: &next, Peers: []Peer{peer("m2", cur, true)}}, false},
+		{Input{Name: "m1", Self: next, Previous: &cur, Peers: []Peer{peer("m2", cur, true), peer("m3", cur, false)}}, true},
+	} {
+		_, err := Check(tc.in)
+		var r *Refusal
+		if !errors.As(err, &r) || r.Retry != tc.retry {
+			t.Errorf("%v: refusal %v, retry %v; want retry %v", tc.in.Self, err, r != nil && r.Retry, tc.retry)
+		}
+	}
+}
