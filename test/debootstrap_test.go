@@ -285,7 +285,10 @@ func TestDebUpgrade(t *testing.T) {
 	}
 	before := dataDigest(t, data)
 
-	r.chroot("dpkg", "-i", "/tmp/new.deb")
+	// As unattended upgrades do (apt-get -o Dpkg::Options::=--force-confold):
+	// the operator's edited config.yaml stays, and when the shipped one
+	// changed (new keys), it lands beside it as config.yaml.dpkg-dist.
+	r.chroot("dpkg", "--force-confdef", "--force-confold", "-i", "/tmp/new.deb")
 	if c := r.calls(); !strings.HasSuffix(c, "daemon-reload\ntry-restart k8s-master.service\n") || strings.Contains(c, "disable") || strings.Contains(c, "stop") {
 		t.Errorf("upgrade ran systemctl %q, want daemon-reload and try-restart, no stop", c)
 	}
@@ -299,6 +302,10 @@ func TestDebUpgrade(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(conf); string(b) != string(edited) {
 		t.Errorf("the upgrade changed the operator's config:\n%s", b)
+	}
+	newDefaults := r.chroot("k8s-master", "config", "defaults")
+	if dist, err := os.ReadFile(conf + ".dpkg-dist"); newDefaults != string(shipped) && (err != nil || string(dist) != newDefaults) {
+		t.Errorf("the new release's shipped config is not beside the kept one as config.yaml.dpkg-dist (%v)", err)
 	}
 	if after := dataDigest(t, data); after != before {
 		t.Error("the upgrade changed the data directory")
