@@ -97,30 +97,11 @@ func TestChaos(t *testing.T) {
 		}
 	}
 
-	// Stop the workload: it reads the final state and verifies.
-	client.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- client.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("chaosclient: %v", err)
-		}
-	case <-time.After(3 * time.Minute):
-		client.Process.Kill()
-		t.Fatal("chaosclient did not finish within 3 minutes of SIGTERM")
-	}
-	ops, err := chaos.LoadOps(historyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v chaos.Verification
-	if err := json.Unmarshal([]byte(readFile(t, verifyPath)), &v); err != nil {
-		t.Fatal(err)
-	}
+	ops, v := c.stopWorkload(client, historyPath, verifyPath)
 	check := chaos.Check(ops, 5*time.Minute)
 
 	dir := *chaosReport
+	var err error
 	if dir == "" {
 		dir = l.dir
 	} else if dir, err = filepath.Abs(dir); err != nil {
@@ -231,6 +212,33 @@ func (c *chaosLab) startWorkload(bin, historyPath, verifyPath string) *exec.Cmd 
 		t.Fatalf("the workload did not start within 2 minutes:\n%s", stderr.String())
 	}
 	return cmd
+}
+
+// stopWorkload stops the workload (it reads the final state and
+// verifies) and loads its history and verification.
+func (c *chaosLab) stopWorkload(client *exec.Cmd, historyPath, verifyPath string) ([]chaos.Op, chaos.Verification) {
+	t := c.t
+	client.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- client.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("chaosclient: %v", err)
+		}
+	case <-time.After(3 * time.Minute):
+		client.Process.Kill()
+		t.Fatal("chaosclient did not finish within 3 minutes of SIGTERM")
+	}
+	ops, err := chaos.LoadOps(historyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v chaos.Verification
+	if err := json.Unmarshal([]byte(readFile(t, verifyPath)), &v); err != nil {
+		t.Fatal(err)
+	}
+	return ops, v
 }
 
 type joinFlood struct {

@@ -133,18 +133,7 @@ func TestUpgrade(t *testing.T) {
 	}
 	upgradeTime := time.Since(began)
 
-	client.Process.Signal(syscall.SIGTERM)
-	if err := waitExit(client, 3*time.Minute); err != nil {
-		t.Fatalf("chaosclient: %v", err)
-	}
-	ops, err := chaos.LoadOps(historyPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v chaos.Verification
-	if err := json.Unmarshal([]byte(readFile(t, verifyPath)), &v); err != nil {
-		t.Fatal(err)
-	}
+	ops, v := c.stopWorkload(client, historyPath, verifyPath)
 	check := chaos.Check(ops, 5*time.Minute)
 	rep := chaos.NewReport(chaos.ReportInput{
 		Title: "k8s-master rolling upgrade " + oldVersion + " to this build: 3 masters, VIP",
@@ -323,17 +312,4 @@ func dataDigest(t *testing.T, dir string) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(h.Sum(nil))
-}
-
-// waitExit waits for a started command, killing it after timeout.
-func waitExit(cmd *exec.Cmd, timeout time.Duration) error {
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		return err
-	case <-time.After(timeout):
-		cmd.Process.Kill()
-		return fmt.Errorf("did not finish within %s", timeout)
-	}
 }
