@@ -24,7 +24,7 @@ import (
 // status, leave, member.
 func addClusterCommands(root *cobra.Command, dataDir *string) {
 	root.AddCommand(newJoinCommand(dataDir), newTokenCommand(dataDir), newStatusCommand(dataDir),
-		newLeaveCommand(dataDir), newMemberCommand(dataDir), newSnapshotCommand(dataDir), newCertsCommand(dataDir))
+		newLeaveCommand(dataDir), newMemberCommand(dataDir), newSnapshotCommand(dataDir), newRestoreCommand(dataDir), newCertsCommand(dataDir))
 }
 
 func newJoinCommand(dataDir *string) *cobra.Command {

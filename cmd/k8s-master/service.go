@@ -15,9 +15,9 @@ func addForegroundFlag(cmd *cobra.Command) {
 	cmd.Flags().BoolVar(&foreground, "foreground", false, "run the master in this process even on a host with systemd, instead of handing it to the k8s-master service")
 }
 
-// serviceRun runs init or join (verb) inside the k8s-master service with
-// this command's flags (see pkg/service).
-func serviceRun(cmd *cobra.Command, c *config.Config, verb, token string) error {
+// serviceRun runs init, join or restore (verb) inside the k8s-master
+// service with this command's flags and args (see pkg/service).
+func serviceRun(cmd *cobra.Command, c *config.Config, verb, token string, args ...string) error {
 	fs := cmd.Flags()
 	if err := service.CheckFlags(fs); err != nil {
 		return err
@@ -26,7 +26,7 @@ func serviceRun(cmd *cobra.Command, c *config.Config, verb, token string) error 
 	if err != nil {
 		return err
 	}
-	argv := service.Args(exe, verb, fs) // before the file marks its keys as given
+	argv := append(service.Args(exe, verb, fs), args...) // before the file marks its keys as given
 	if err := completeConfig(cmd, c); err != nil {
 		return err
 	}

@@ -81,7 +81,7 @@ func Args(exe, verb string, fs *pflag.FlagSet) []string {
 
 // HandOver is one init or join run inside the service.
 type HandOver struct {
-	// Verb is "init" or "join".
+	// Verb is "init", "join" or "restore".
 	Verb string
 	// Argv is the first start's command line (Args).
 	Argv []string
@@ -142,6 +142,14 @@ func (h *HandOver) Run(ctx context.Context) error {
 	fmt.Fprintf(out, "ready in %.1f s; the service is enabled and starts at boot\n", time.Since(t).Seconds())
 	fmt.Fprintf(out, "  kubectl --kubeconfig %s get --raw /readyz\n", h.Config.Layout().AdminKubeconfig())
 	fmt.Fprintf(out, "  status: systemctl status %s; logs: journalctl -u %s and %s\n", Unit, Unit, h.Config.LogFile)
+	if h.Verb != "join" {
+		// init and restore make a token for the next masters; the
+		// service printed it to its journal, the operator looks here.
+		if tok, err := os.ReadFile(h.Config.Layout().Token()); err == nil {
+			fmt.Fprintf(out, "join token (valid 24 h, also in %s):\n  %s", h.Config.Layout().Token(), tok)
+			fmt.Fprintln(out, "add a master: k8s-master join --token <token>")
+		}
+	}
 	return nil
 }
 

@@ -77,9 +77,9 @@ type File struct {
 func (m *Manifest) DataFiles() []File {
 	var out []File
 	for _, f := range m.Files {
-		if len(f.Name) > len(dataPrefix) && f.Name[:len(dataPrefix)] == dataPrefix {
+		if rel, ok := cutDataPrefix(f.Name); ok {
 			g := f
-			g.Name = f.Name[len(dataPrefix):]
+			g.Name = rel
 			out = append(out, g)
 		}
 	}

@@ -54,12 +54,17 @@ func DefaultName(clusterID, master string, at time.Time) string {
 // complete and verified, so a crash never leaves a partial file under
 // out's name.
 func Save(ctx context.Context, src Source, out string) (*Manifest, error) {
+	return save(ctx, src, out, 0)
+}
+
+// save is Save at most rate bytes per second (0: as fast as the disk goes).
+func save(ctx context.Context, src Source, out string, rate int64) (*Manifest, error) {
 	dir := filepath.Dir(out)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("snapshot directory: %w", err)
 	}
 	created := time.Now().UTC()
-	db, dbFile, err := saveEtcd(ctx, src.Client, dir)
+	db, dbFile, err := saveEtcd(ctx, src.Client, dir, rate)
 	if err != nil {
 		return nil, err
 	}
@@ -112,7 +117,7 @@ func Save(ctx context.Context, src Source, out string) (*Manifest, error) {
 	if err := tmp.Chmod(0o600); err != nil {
 		return nil, err
 	}
-	if err := writeArchive(tmp, m, db, data); err != nil {
+	if err := writeArchive(newPacedFile(ctx, tmp, rate), m, db, data); err != nil {
 		return nil, fmt.Errorf("write %s: %w", tmp.Name(), err)
 	}
 	if err := tmp.Sync(); err != nil {
@@ -131,8 +136,10 @@ func Save(ctx context.Context, src Source, out string) (*Manifest, error) {
 	return m, fsutil.SyncDir(dir)
 }
 
-// saveEtcd streams the member's snapshot into a temporary file in dir.
-func saveEtcd(ctx context.Context, cli *clientv3.Client, dir string) (string, File, error) {
+// saveEtcd streams the member's snapshot into a temporary file in dir, at
+// most rate bytes per second (0: no limit). The copy is not fsynced: it is
+// read back into the archive at once, and the archive is.
+func saveEtcd(ctx context.Context, cli *clientv3.Client, dir string, rate int64) (string, File, error) {
 	f, err := os.CreateTemp(dir, ".etcd-snapshot-*.partial")
 	if err != nil {
 		return "", File{}, fmt.Errorf("snapshot file: %w", err)
@@ -150,12 +157,9 @@ func saveEtcd(ctx context.Context, cli *clientv3.Client, dir string) (string, Fi
 	}
 	defer rc.Close()
 	sum := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, sum), rc)
+	n, err := io.Copy(io.MultiWriter(newPacedFile(ctx, f, rate), sum), rc)
 	if err != nil {
 		return "", File{}, fmt.Errorf("etcd snapshot: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		return "", File{}, err
 	}
 	keep = true
 	return f.Name(), File{Name: EtcdEntry, Size: n, SHA256: hex.EncodeToString(sum.Sum(nil)), Mode: 0o600}, nil

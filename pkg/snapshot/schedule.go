@@ -20,6 +20,9 @@ type Schedule struct {
 	Dir       string
 	Interval  time.Duration
 	Retention int
+	// Rate bounds the bytes per second a scheduled snapshot reads and
+	// writes: 0 is ScheduledRate, negative no limit.
+	Rate int64
 }
 
 // Record is a master's scheduled-snapshot state, kept in etcd under
@@ -174,7 +177,7 @@ func (s *Scheduler) take(ctx context.Context) error {
 	}
 	start := time.Now()
 	out := filepath.Join(s.sched.Dir, DefaultName(s.src.State.ClusterID, s.src.Config.Name, start))
-	m, err := Save(ctx, s.src, out)
+	m, err := save(ctx, s.src, out, s.rate())
 	if err != nil {
 		return err
 	}
@@ -192,6 +195,16 @@ func (s *Scheduler) take(ctx context.Context) error {
 	lastSecondsGauge.Set(took.Seconds())
 	s.logf("scheduled snapshot %s: etcd revision %d, %d bytes, %.1f s", out, m.Revision, info.Size(), took.Seconds())
 	return s.prune()
+}
+
+func (s *Scheduler) rate() int64 {
+	switch {
+	case s.sched.Rate == 0:
+		return ScheduledRate
+	case s.sched.Rate < 0:
+		return 0
+	}
+	return s.sched.Rate
 }
 
 // newestOwn is this master's newest snapshot of this cluster in Dir.

@@ -3,6 +3,7 @@ package snapshot
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/k8s-master/k8s-master/internal/testkit"
 	"github.com/k8s-master/k8s-master/pkg/config"
+	"github.com/k8s-master/k8s-master/pkg/layout"
 )
 
 // source is a running etcd with some keys and a data directory holding
@@ -39,16 +41,21 @@ func source(t *testing.T) (Source, int64) {
 	}
 	c := config.Default()
 	c.DataDir, c.Name = t.TempDir(), "m1"
+	st := &config.State{ClusterID: "0123456789abcdef", EtcdClusterID: "e1", Config: c}
 	for _, rel := range IdentityFiles() {
 		path := filepath.Join(c.DataDir, rel)
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(path, []byte("content of "+rel), 0o600); err != nil {
+		content := []byte("content of " + rel)
+		if rel == (layout.Layout{}).State() {
+			content, _ = json.Marshal(st)
+		}
+		if err := os.WriteFile(path, content, 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	return Source{Config: &c, State: &config.State{ClusterID: "0123456789abcdef", EtcdClusterID: "e1"}, Client: cli}, rev
+	return Source{Config: &c, State: st, Client: cli}, rev
 }
 
 func TestSaveVerifyList(t *testing.T) {
@@ -167,5 +174,90 @@ func TestVerifyRefusesNewerFormat(t *testing.T) {
 	_, err = Verify(future)
 	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("archive format %d, newer than", Format+1)) {
 		t.Errorf("verify of a newer format: %v", err)
+	}
+}
+
+func TestLoadAndExtractEtcd(t *testing.T) {
+	src, rev := source(t)
+	out := filepath.Join(t.TempDir(), "a"+Extension)
+	if _, err := Save(context.Background(), src, out); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.State.ClusterID != src.State.ClusterID || c.Manifest.Revision != rev {
+		t.Errorf("loaded state %+v, manifest revision %d; want cluster %s at %d", c.State, c.Manifest.Revision, src.State.ClusterID, rev)
+	}
+	for _, rel := range IdentityFiles() {
+		want, _ := os.ReadFile(filepath.Join(src.Config.DataDir, rel))
+		if !bytes.Equal(c.Files[rel], want) {
+			t.Errorf("%s: loaded %q, want %q", rel, c.Files[rel], want)
+		}
+	}
+	db := filepath.Join(t.TempDir(), "sub", "db")
+	if err := c.ExtractEtcd(db); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := snapshotRevision(db); err != nil || got != rev {
+		t.Errorf("extracted snapshot at revision %d (%v), want %d", got, err, rev)
+	}
+	if info, err := os.Stat(db); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("extracted snapshot: %v %v, want mode 0600", err, info)
+	}
+
+	// The archive damaged after Load: the extraction finds it and leaves
+	// no file.
+	data, _ := os.ReadFile(out)
+	data[len(data)/2] ^= 1
+	if err := os.WriteFile(out, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	db2 := filepath.Join(t.TempDir(), "db")
+	var ce *CorruptError
+	if err := c.ExtractEtcd(db2); !errors.As(err, &ce) {
+		t.Errorf("extract from a damaged archive: %v, want a corruption error", err)
+	}
+	if _, err := os.Stat(db2); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("a failed extraction left %s (%v)", db2, err)
+	}
+	if _, err := Load(out); !errors.As(err, &ce) {
+		t.Errorf("load of a damaged archive: %v", err)
+	}
+}
+
+func TestPacedSave(t *testing.T) {
+	src, rev := source(t)
+	out := filepath.Join(t.TempDir(), "paced"+Extension)
+	full, err := Save(context.Background(), src, filepath.Join(t.TempDir(), "full"+Extension))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Two copies of the etcd snapshot go through the pacer (stream and
+	// archive): at 1 MB/s a paced save takes at least size/rate.
+	const rate = 1 << 20
+	start := time.Now()
+	m, err := save(context.Background(), src, out, rate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	took := time.Since(start)
+	if floor := time.Duration(float64(2*full.Files[0].Size) / rate * float64(time.Second) * 0.9); took < floor {
+		t.Errorf("a paced save of %d bytes took %s, want at least %s at %d B/s", full.Files[0].Size, took, floor, rate)
+	}
+	if got, err := Verify(out); err != nil || got.Revision != rev || m.Revision != rev {
+		t.Fatalf("the paced snapshot: %v, %+v", err, got)
+	}
+
+	// Cancelled midway: an error, and no file under the name.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	cancelled := filepath.Join(t.TempDir(), "cancelled"+Extension)
+	if _, err := save(ctx, src, cancelled, 1<<16); err == nil {
+		t.Fatal("a cancelled save succeeded")
+	}
+	if entries, _ := os.ReadDir(filepath.Dir(cancelled)); len(entries) != 0 {
+		t.Errorf("a cancelled save left %d files", len(entries))
 	}
 }

@@ -34,6 +34,9 @@ type Input struct {
 	// Force lets an upgrade proceed while another master is down, and a
 	// patch-level downgrade within one minor version.
 	Force bool
+	// previousIs names Previous in refusals (default: this master's last
+	// run).
+	previousIs string
 }
 
 // Refusal is a refused start: nothing was changed, and the message says
@@ -73,6 +76,14 @@ func CheckJoin(name string, self version.Versions, peers []Peer) error {
 	return err
 }
 
+// CheckRestore decides whether this binary (self) may restore a snapshot
+// taken by a master that ran archived: not from a newer release (this one
+// may not understand its data), not across a skipped Kubernetes minor.
+func CheckRestore(self, archived version.Versions) error {
+	_, _, err := checkVersions(Input{Self: self, Previous: &archived, previousIs: "the snapshot's cluster"}, "nothing was written; restore with that release or a newer one")
+	return err
+}
+
 // checkVersions applies the skew policy and the no-downgrade rule; after
 // says, in a refusal, what state things were left in. skipped: a binary
 // without a Kubernetes release version is not checked at all.
@@ -89,7 +100,11 @@ func checkVersions(in Input, after string) (notes []string, skipped bool, err er
 	}
 	var known []seen
 	if in.Previous != nil {
-		known = append(known, seen{in.Name + " (its last run)", *in.Previous})
+		who := in.Name + " (its last run)"
+		if in.previousIs != "" {
+			who = in.previousIs
+		}
+		known = append(known, seen{who, *in.Previous})
 	}
 	for _, p := range in.Peers {
 		if _, ok := p.Versions.ParsedKubernetes(); ok {

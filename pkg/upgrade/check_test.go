@@ -111,3 +111,28 @@ func TestRefusalRetry(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckRestore(t *testing.T) {
+	self := version.Versions{Release: "v0.2.0", Kubernetes: "v1.37.2", Etcd: "3.7.0"}
+	for _, tc := range []struct {
+		name     string
+		archived version.Versions
+		refusal  string
+	}{
+		{"same release", self, ""},
+		{"previous minor", version.Versions{Release: "v0.1.0", Kubernetes: "v1.36.3"}, ""},
+		{"newer release", version.Versions{Release: "v0.3.0", Kubernetes: "v1.37.2"}, "the snapshot's cluster runs the newer"},
+		{"newer Kubernetes minor", version.Versions{Release: "v0.3.0", Kubernetes: "v1.38.0"}, "the snapshot's cluster runs the newer"},
+		{"two minors behind", version.Versions{Release: "v0.0.9", Kubernetes: "v1.35.1"}, "one minor version at a time"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := CheckRestore(self, tc.archived)
+			switch {
+			case tc.refusal == "" && err != nil:
+				t.Fatalf("refused: %v", err)
+			case tc.refusal != "" && (err == nil || !strings.Contains(err.Error(), tc.refusal) || !strings.Contains(err.Error(), "nothing was written")):
+				t.Fatalf("got %v, want a refusal with %q that says nothing was written", err, tc.refusal)
+			}
+		})
+	}
+}
