@@ -3,6 +3,7 @@ package test
 import (
 	"archive/tar"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -282,8 +283,11 @@ func restamp(t *testing.T, archive []byte, release string) []byte {
 			t.Fatal(err)
 		}
 		if h.Name == "manifest.json" {
-			re := regexp.MustCompile(`"release":"[^"]*"`)
-			data = re.ReplaceAll(data, []byte(`"release":"`+release+`"`))
+			re := regexp.MustCompile(`"release":\s*"[^"]*"`)
+			if !re.Match(data) {
+				t.Fatalf("no release in the manifest:\n%s", data)
+			}
+			data = re.ReplaceAll(data, []byte(`"release": "`+release+`"`))
 			h.Size = int64(len(data))
 		}
 		if err := tw.WriteHeader(h); err != nil {
