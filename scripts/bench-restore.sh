@@ -53,8 +53,9 @@ master() {
 kill_masters() {
   local i
   for i in "$@"; do
-    [ -f "$work/m$i.pid" ] && kill -9 "$(cat "$work/m$i.pid")" 2>/dev/null || true
     ip netns pids "${LAB_PREFIX}m$i" | xargs -r kill -9 2>/dev/null || true
+    # Reaped here, quietly, rather than reported by the shell later.
+    [ -f "$work/m$i.pid" ] && wait "$(cat "$work/m$i.pid")" 2>/dev/null || true
   done
   # The dead holder's VIP leaves with its address lifetime (about 3 s).
   sleep 5
