@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"text/tabwriter"
 	"time"
@@ -8,18 +9,19 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/k8s-master/k8s-master/pkg/certs"
+	"github.com/k8s-master/k8s-master/pkg/control"
 	"github.com/k8s-master/k8s-master/pkg/layout"
 )
 
 func newCertsCommand(dataDir *string) *cobra.Command {
-	cmd := &cobra.Command{Use: "certs", Short: "Inspect this master's certificates"}
+	cmd := &cobra.Command{Use: "certs", Short: "Inspect and renew this master's certificates"}
 	var output string
 	check := &cobra.Command{
 		Use:   "check",
 		Short: "List this master's certificates and the cluster CAs with subject, issuer, expiry and days left",
 		Long: `List every certificate under DATA_DIR/pki, soonest expiry first. Leaf
-certificates are renewed when the master starts within 90 days of their
-expiry; CAs are not renewed automatically. Works whether or not the master
+certificates are renewed within 90 days of their expiry (at start and
+every hour while the master runs); CAs are not renewed automatically. Works whether or not the master
 runs (it reads the files).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -49,6 +51,33 @@ runs (it reads the files).`,
 		},
 	}
 	check.Flags().StringVarP(&output, "output", "o", "table", "table or json")
-	cmd.AddCommand(check)
+	renew := &cobra.Command{
+		Use:   "renew",
+		Short: "Re-issue every leaf certificate of the running master now; its parts use them without a restart",
+		Long: `Ask the running master (through its control socket) to re-issue every leaf
+certificate it has: apiserver serving, kubelet-client, etcd client, front-
+proxy, etcd server and peer, controller-manager, scheduler, admin and join
+service. The apiserver, etcd, the join service, the controller-manager and
+the scheduler take them up without a restart; the old ones stay valid until
+they expire. A running master does the same by itself for certificates
+within 90 days of expiry (checked every hour). The admin kubeconfig is
+rewritten with the new admin certificate.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
+			defer cancel()
+			c, err := control.Dial(ctx, *dataDir)
+			if err != nil {
+				return fmt.Errorf("%w; certs renew needs the running master of --data-dir", err)
+			}
+			n, err := c.RenewCertificates(ctx)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "renewed %d certificates of the master at %s; no restart needed\n", n, *dataDir)
+			return nil
+		},
+	}
+	cmd.AddCommand(check, renew)
 	return cmd
 }

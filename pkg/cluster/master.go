@@ -14,7 +14,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -83,6 +82,10 @@ type Master struct {
 	etcdClient *clientv3.Client
 	vipAddr    *vip.Address
 	vip        *vipElection
+	// renewer renews the leaf certificates; set once serving (the
+	// control socket may ask for a renewal before).
+	renewerMu sync.Mutex
+	renewer   *certRenewer
 
 	// leaving is set when `leave` is taking this master out of the
 	// cluster: the VIP is given up, and the etcd member's removal is the
@@ -235,6 +238,16 @@ func (m *Master) servingSteps() []component.Step {
 		{Name: "join service", Do: func(ctx context.Context, r *component.Runner) error {
 			return r.Start(ctx, m.parts.joinService(m.cfg, m.state, m.etcdClient, m.describe))
 		}},
+		{Do: func(ctx context.Context, r *component.Runner) error {
+			cr := &certRenewer{cfg: m.cfg, interval: RenewInterval, logf: r.Printf}
+			if err := r.Start(ctx, cr); err != nil {
+				return err
+			}
+			m.renewerMu.Lock()
+			m.renewer = cr
+			m.renewerMu.Unlock()
+			return nil
+		}},
 	}
 	if c := m.cfg; c.SnapshotInterval > 0 {
 		steps = append(steps, component.Step{
@@ -263,42 +276,38 @@ func (m *Master) servingSteps() []component.Step {
 	return steps
 }
 
-// credentialsStep issues or renews the leaf certificates and rewrites the
-// files derived from them.
-func (m *Master) credentialsStep(name string, fresh bool) component.Step {
-	return component.Step{Name: name, Do: func(context.Context, *component.Runner) error {
-		return writeCredentials(m.cfg, fresh)
-	}}
-}
-
-func writeCredentials(c *config.Config, fresh bool) error {
+// writeCredentials issues or renews the leaf certificates that are due
+// (all: every one) and rewrites the files derived from them; it returns
+// how many certificates it wrote.
+func writeCredentials(c *config.Config, all bool) (int, error) {
 	cas, err := pki.LoadClusterCAs(c)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	written, err := pki.EnsureLeaves(c, cas, time.Now())
+	issue := pki.EnsureLeaves
+	if all {
+		issue = pki.RenewLeaves
+	}
+	written, err := issue(c, cas, time.Now())
 	if err != nil {
-		return err
+		return written, err
 	}
 	if err := apiserverconfig.WriteAuthenticationConfig(c.Layout()); err != nil {
-		return err
+		return written, err
 	}
 	p := c.Layout().PKIDir()
 	ca := pki.CertPath(p, pki.ClusterCA)
 	for _, k := range []kubeconfig.Spec{
 		{Path: c.Layout().AdminKubeconfig(), User: "kubernetes-admin", Server: c.APIServerURL(), CertFile: pki.CertPath(p, pki.Admin), KeyFile: pki.KeyPath(p, pki.Admin)},
-		{Path: c.Layout().ControllerManagerKubeconfig(), User: "system:kube-controller-manager", Server: c.LocalAPIServerURL(), CertFile: pki.CertPath(p, pki.ControllerManager), KeyFile: pki.KeyPath(p, pki.ControllerManager)},
-		{Path: c.Layout().SchedulerKubeconfig(), User: "system:kube-scheduler", Server: c.LocalAPIServerURL(), CertFile: pki.CertPath(p, pki.Scheduler), KeyFile: pki.KeyPath(p, pki.Scheduler)},
+		{Path: c.Layout().ControllerManagerKubeconfig(), User: "system:kube-controller-manager", Server: c.LocalAPIServerURL(), CertFile: pki.CertPath(p, pki.ControllerManager), KeyFile: pki.KeyPath(p, pki.ControllerManager), Reference: true},
+		{Path: c.Layout().SchedulerKubeconfig(), User: "system:kube-scheduler", Server: c.LocalAPIServerURL(), CertFile: pki.CertPath(p, pki.Scheduler), KeyFile: pki.KeyPath(p, pki.Scheduler), Reference: true},
 	} {
-		if _, err := os.Stat(k.Path); err == nil && written == 0 && !fresh {
-			continue
-		}
 		k.ClusterName, k.CAFile = "kubernetes", ca
 		if err := kubeconfig.Write(k); err != nil {
-			return err
+			return written, err
 		}
 	}
-	return nil
+	return written, nil
 }
 
 // waitForLease waits until the named leader lease has a live holder (on a

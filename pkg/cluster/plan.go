@@ -61,7 +61,8 @@ func initWith(ctx context.Context, c *config.Config, o Options, parts builder) (
 			if err := pki.CreateClusterSecrets(c, time.Now()); err != nil {
 				return err
 			}
-			return writeCredentials(c, true)
+			_, err := writeCredentials(c, false)
+			return err
 		}},
 		component.Step{Name: "etcd member ready", Do: func(ctx context.Context, r *component.Runner) error {
 			m.etcd = parts.etcd(c, etcd.Options{ClusterState: "new", ClusterToken: clusterID, Logger: m.logs.Zap})
@@ -145,7 +146,8 @@ func (m *Master) start(ctx context.Context, flags *config.Config, st *config.Sta
 		m.logStep(),
 		m.controlStep(),
 		{Name: "certificates and credentials", Do: func(context.Context, *component.Runner) error {
-			return writeCredentials(&c, false)
+			_, err := writeCredentials(&c, false)
+			return err
 		}},
 		{Name: "etcd member ready", Do: func(ctx context.Context, r *component.Runner) error {
 			// A member of a bigger cluster waits for its quorum as long
@@ -274,7 +276,8 @@ func joinWith(ctx context.Context, c *config.Config, o JoinOptions, parts builde
 					return nil
 				})
 			}
-			return writeCredentials(c, true)
+			_, err := writeCredentials(c, false)
+			return err
 		}},
 		component.Step{Name: "etcd member caught up and promoted", Do: func(ctx context.Context, r *component.Runner) error {
 			m.etcd = parts.etcd(c, etcd.Options{ClusterState: "existing", InitialCluster: resp.InitialCluster, Logger: m.logs.Zap, ReadyTimeout: 5 * time.Minute})

@@ -119,7 +119,8 @@ func restoreWith(ctx context.Context, c *config.Config, o RestoreOptions, parts 
 			if pin != old.CAPin {
 				return fmt.Errorf("the snapshot's CA does not match its recorded pin (%s, recorded %s); use another snapshot", pin, old.CAPin)
 			}
-			return writeCredentials(c, true)
+			_, err = writeCredentials(c, false)
+			return err
 		}},
 		component.Step{Name: fmt.Sprintf("etcd data restored (revision %d moved on by %d, older ones compacted)", man.Revision, etcd.RestoreRevisionBump), Do: func(context.Context, *component.Runner) error {
 			db := filepath.Join(c.DataDir, ".restore-etcd.db")

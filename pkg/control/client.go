@@ -81,6 +81,16 @@ func (c *Client) CancelLeave(ctx context.Context) error {
 	return nil
 }
 
+// RenewCertificates asks the master to re-issue its leaf certificates and
+// returns how many it wrote.
+func (c *Client) RenewCertificates(ctx context.Context) (int, error) {
+	var r Renewed
+	if err := c.call(ctx, http.MethodPost, pathRenewCerts, &r); err != nil {
+		return 0, fmt.Errorf("renew the certificates of the master at %s: %w", c.dataDir, err)
+	}
+	return r.Certificates, nil
+}
+
 // StopMaster asks the master to stop as on SIGTERM and waits, at most
 // timeout, until it has released the data directory's lock. A master
 // that already stopped (one whose member was removed stops by itself) is

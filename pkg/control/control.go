@@ -43,4 +43,11 @@ const (
 	pathStatus = "/v1/status"
 	pathLeave  = "/v1/leave"
 	pathStop   = "/v1/stop"
+	// pathRenewCerts re-issues the master's leaf certificates.
+	pathRenewCerts = "/v1/renew-certificates"
 )
+
+// Renewed is the reply to a certificate renewal.
+type Renewed struct {
+	Certificates int `json:"certificates"`
+}

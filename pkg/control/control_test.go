@@ -21,6 +21,7 @@ type fakeMaster struct {
 	leaving   bool
 	leaveErr  error
 	stops     int
+	renewals  int
 	lock      *datadir.Lock
 	keepsLock bool
 }
@@ -33,6 +34,13 @@ func (f *fakeMaster) PrepareLeave(context.Context) error {
 	}
 	f.leaving = true
 	return nil
+}
+
+func (f *fakeMaster) RenewCertificates(context.Context) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.renewals++
+	return 12, nil
 }
 
 func (f *fakeMaster) CancelLeave() {
@@ -88,6 +96,9 @@ func TestLeaveAndStop(t *testing.T) {
 	}
 	if err := c.CancelLeave(ctx); err != nil || f.leaving {
 		t.Fatalf("CancelLeave: %v, leaving %v", err, f.leaving)
+	}
+	if n, err := c.RenewCertificates(ctx); err != nil || n != 12 || f.renewals != 1 {
+		t.Fatalf("RenewCertificates: %d, %v; %d renewals", n, err, f.renewals)
 	}
 	f.leaveErr = errors.New("no VIP manager yet")
 	if err := c.PrepareLeave(ctx); err == nil || !strings.Contains(err.Error(), "no VIP manager yet") {

@@ -28,6 +28,9 @@ type Handler interface {
 	// Stop starts a graceful stop, exactly as SIGTERM does, and returns
 	// without waiting for it.
 	Stop()
+	// RenewCertificates re-issues every leaf certificate of the master,
+	// which its parts take up without a restart; it returns how many.
+	RenewCertificates(ctx context.Context) (int, error)
 }
 
 // Server serves the control socket of the running master.
@@ -167,6 +170,14 @@ func (s *Server) mux() *http.ServeMux {
 	mux.HandleFunc("DELETE "+pathLeave, func(w http.ResponseWriter, _ *http.Request) {
 		s.h.CancelLeave()
 		reply(w, http.StatusOK, struct{}{})
+	})
+	mux.HandleFunc("POST "+pathRenewCerts, func(w http.ResponseWriter, r *http.Request) {
+		n, err := s.h.RenewCertificates(r.Context())
+		if err != nil {
+			reply(w, http.StatusInternalServerError, errorBody{Error: err.Error()})
+			return
+		}
+		reply(w, http.StatusOK, Renewed{Certificates: n})
 	})
 	mux.HandleFunc("POST "+pathStop, func(w http.ResponseWriter, _ *http.Request) {
 		reply(w, http.StatusAccepted, struct{}{})

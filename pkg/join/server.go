@@ -64,23 +64,44 @@ func NewServer(c *config.Config, st *config.State, cli *clientv3.Client, describ
 	}
 }
 
-// Start listens on the join port and serves until Close.
-func (s *Server) Start() error {
+// loadLeaf reads the join service's pair, with the cluster CA appended to
+// the chain: joiners find it by its pin.
+func (s *Server) loadLeaf() (*tls.Certificate, error) {
 	p := s.cfg.Layout().PKIDir()
 	leaf, err := tls.LoadX509KeyPair(pki.CertPath(p, pki.JoinService), pki.KeyPath(p, pki.JoinService))
 	if err != nil {
-		return fmt.Errorf("join service certificate: %w", err)
+		return nil, fmt.Errorf("join service certificate: %w", err)
 	}
 	caPEM, err := os.ReadFile(pki.CertPath(p, pki.ClusterCA))
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ca, err := pki.ParseCert(caPEM)
 	if err != nil {
+		return nil, err
+	}
+	leaf.Certificate = append(leaf.Certificate, ca.Raw)
+	return &leaf, nil
+}
+
+// Start listens on the join port and serves until Close.
+func (s *Server) Start() error {
+	leaf, err := s.loadLeaf()
+	if err != nil {
 		return err
 	}
-	// The CA goes with the chain: joiners find it by its pin.
-	leaf.Certificate = append(leaf.Certificate, ca.Raw)
+	// The pair is read again at each handshake, so a renewed certificate
+	// (certs renew, or the hourly renewal) is served without a restart;
+	// should the files be unreadable midway, the last good pair serves.
+	var mu sync.Mutex
+	getCert := func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if fresh, err := s.loadLeaf(); err == nil {
+			leaf = fresh
+		}
+		return leaf, nil
+	}
 	addr := net.JoinHostPort(s.cfg.BindAddress, strconv.Itoa(s.cfg.JoinPort))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -90,7 +111,7 @@ func (s *Server) Start() error {
 	mux.HandleFunc(Path, s.handleJoin)
 	s.srv = &http.Server{
 		Handler:           mux,
-		TLSConfig:         &tls.Config{Certificates: []tls.Certificate{leaf}, MinVersion: tls.VersionTLS12},
+		TLSConfig:         &tls.Config{GetCertificate: getCert, MinVersion: tls.VersionTLS12},
 		ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		ErrorLog:          nil,

@@ -137,8 +137,19 @@ func APIServerSANs(c *config.Config) ([]string, []net.IP, error) {
 }
 
 // EnsureLeaves issues or renews every leaf certificate this master needs
-// and reports how many it (re)wrote.
+// (missing, not matching its spec, or within RenewBefore of expiry) and
+// reports how many it (re)wrote.
 func EnsureLeaves(c *config.Config, cas *ClusterCAs, now time.Time) (int, error) {
+	return ensureLeaves(c, cas, now, false)
+}
+
+// RenewLeaves re-issues every leaf certificate of this master, due or not
+// (certs renew).
+func RenewLeaves(c *config.Config, cas *ClusterCAs, now time.Time) (int, error) {
+	return ensureLeaves(c, cas, now, true)
+}
+
+func ensureLeaves(c *config.Config, cas *ClusterCAs, now time.Time, all bool) (int, error) {
 	dir, etcdDir := c.Layout().PKIDir(), c.Layout().EtcdPKIDir()
 	apiDNS, apiIPs, err := APIServerSANs(c)
 	if err != nil {
@@ -176,7 +187,13 @@ func EnsureLeaves(c *config.Config, cas *ClusterCAs, now time.Time) (int, error)
 	}
 	written := 0
 	for _, j := range jobs {
-		changed, err := j.ca.EnsureLeaf(j.dir, j.spec, now)
+		var changed bool
+		var err error
+		if all {
+			changed, err = true, j.ca.WriteLeaf(j.dir, j.spec, now)
+		} else {
+			changed, err = j.ca.EnsureLeaf(j.dir, j.spec, now)
+		}
 		if err != nil {
 			return written, err
 		}

@@ -30,8 +30,9 @@ import (
 const (
 	// CAValidity is how long a CA made at init lasts (as kubeadm).
 	CAValidity = 10 * 365 * 24 * time.Hour
-	// LeafValidity is how long a leaf certificate lasts; masters re-issue
-	// them at start when RenewBefore is reached.
+	// LeafValidity is how long a leaf certificate lasts; a running master
+	// re-issues them when RenewBefore is reached (checked at start and
+	// every hour).
 	LeafValidity = 365 * 24 * time.Hour
 	// RenewBefore is the margin before expiry at which a leaf is re-issued.
 	RenewBefore = 90 * 24 * time.Hour
@@ -214,22 +215,27 @@ func (ca *CA) EnsureLeaf(dir string, spec LeafSpec, now time.Time) (bool, error)
 	if reason := ca.leafProblem(dir, spec, now); reason == "" {
 		return false, nil
 	}
+	return true, ca.WriteLeaf(dir, spec, now)
+}
+
+// WriteLeaf issues a new dir/spec.Name.{crt,key}, replacing what is there.
+func (ca *CA) WriteLeaf(dir string, spec LeafSpec, now time.Time) error {
 	certPEM, keyPEM, err := ca.IssueLeaf(spec, now)
 	if err != nil {
-		return false, err
+		return err
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return false, err
+		return err
 	}
 	// Key first: a crash between the two writes leaves a mismatched pair,
-	// which the next EnsureLeaf detects and re-issues.
+	// which the next EnsureLeaf detects and re-issues. A reader that
+	// loads the pair in between sees a mismatch and retries (Go's
+	// tls.LoadX509KeyPair fails; the apiserver and etcd keep the old pair
+	// until a matching one loads).
 	if err := fsutil.WriteFileAtomic(KeyPath(dir, spec.Name), keyPEM, 0o600); err != nil {
-		return false, err
+		return err
 	}
-	if err := fsutil.WriteFileAtomic(CertPath(dir, spec.Name), certPEM, 0o644); err != nil {
-		return false, err
-	}
-	return true, nil
+	return fsutil.WriteFileAtomic(CertPath(dir, spec.Name), certPEM, 0o644)
 }
 
 // leafProblem returns why the stored leaf cannot be kept, or "".
