@@ -27,7 +27,9 @@ CNI_VERSION=${CNI_VERSION:-v1.10.0}
 PAUSE_IMAGE=localhost/k8s-master-lab/pause:1
 BUSYBOX_IMAGE=localhost/k8s-master-lab/busybox:1
 K8S_VERSION=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
-export CGO_ENABLED=0 GOFLAGS=-mod=mod
+# -mod=mod only where go.sum may grow: the throwaway kubernetes module and
+# go install; never for the project's own module.
+export CGO_ENABLED=0
 NICE=(nice -n 10)
 mkdir -p "$OUT/bin" "$OUT/cni" "$OUT/images" "$OUT/src"
 start=$(date +%s)
@@ -49,7 +51,7 @@ build_k8s() {
   local cmd
   for cmd in "$@"; do
     step "building $cmd $K8S_VERSION"
-    (cd "$src" && "${NICE[@]}" go build -trimpath -tags grpcnotrace -ldflags "$ldflags" -o "$OUT/bin/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd")
+    (cd "$src" && GOFLAGS=-mod=mod "${NICE[@]}" go build -trimpath -tags grpcnotrace -ldflags "$ldflags" -o "$OUT/bin/$cmd.tmp" "k8s.io/kubernetes/cmd/$cmd")
     mv "$OUT/bin/$cmd.tmp" "$OUT/bin/$cmd"
   done
 }
@@ -60,7 +62,7 @@ install_to() {
   local dir=$1 ldflags=$2
   shift 2
   step "building $*"
-  GOBIN="$dir" "${NICE[@]}" go install -trimpath -ldflags "-s -w $ldflags" "$@"
+  GOBIN="$dir" GOFLAGS=-mod=mod "${NICE[@]}" go install -trimpath -ldflags "-s -w $ldflags" "$@"
 }
 
 missing() {
