@@ -15,6 +15,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -256,9 +257,25 @@ func (w *worker) startKubelet(bootstrap bool) *daemon {
 	return w.start("kubelet", args...)
 }
 
+// workerLab is the netns lab with masters and worker hosts; kubectl talks
+// to master api (another one once that one is killed).
+type workerLab struct {
+	*lab
+	api     int
+	masters map[int]*master
+	workers []*worker
+}
+
+func (l *workerLab) kc(args ...string) (string, error) { return l.kubectl(l.api, args...) }
+
+func (l *workerLab) mustKC(args ...string) string {
+	l.t.Helper()
+	return l.mustKubectl(l.api, args...)
+}
+
 // nodeReady reports whether the Node's Ready condition is True.
-func (l *lab) nodeReady(name string) error {
-	out, err := l.kubectl(1, "get", "node", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
+func (l *workerLab) nodeReady(name string) error {
+	out, err := l.kc("get", "node", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`)
 	if err != nil {
 		return fmt.Errorf("%v: %s", err, out)
 	}
@@ -268,9 +285,10 @@ func (l *lab) nodeReady(name string) error {
 	return nil
 }
 
-// workerCluster is one master holding the VIP and n workers running
-// containerd, their images imported, not yet a kubelet.
-func workerCluster(t *testing.T, n int) (*lab, []*worker) {
+// workerCluster is a master holding the VIP, more masters joining it, and
+// workers running containerd, their images imported, not yet a kubelet.
+// It returns once m1 is ready; waitMasters waits for the others.
+func workerCluster(t *testing.T, masters, workers int) *workerLab {
 	if testing.Short() {
 		t.Skip("starts a control plane, containerd and kubelets")
 	}
@@ -281,25 +299,41 @@ func workerCluster(t *testing.T, n int) (*lab, []*worker) {
 		t.Skip("the worker lab needs root (CI runs as root)")
 	}
 	parts := workerParts(t)
-	l := newLab(t, 1)
-	m1 := l.start(1, "init", vipInitFlags...)
-	var ws []*worker
-	for i := 1; i <= n; i++ {
+	l := &workerLab{lab: newLab(t, masters), api: 1, masters: map[int]*master{}}
+	l.masters[1] = l.start(1, "init", vipInitFlags...)
+	for i := 1; i <= workers; i++ {
 		w := l.addWorker(i, parts)
 		w.startContainerd()
-		ws = append(ws, w)
+		l.workers = append(l.workers, w)
 	}
-	m1.waitReady(3 * time.Minute)
-	return l, ws
+	l.masters[1].waitReady(3 * time.Minute)
+	if masters > 1 {
+		data, err := os.ReadFile(filepath.Join(l.dataDir(1), "token"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 2; i <= masters; i++ {
+			l.masters[i] = l.start(i, "join", "--token", strings.TrimSpace(string(data)))
+		}
+	}
+	return l
 }
 
-// TestWorkerLab runs real pods: one master with a VIP, two worker hosts
+func (l *workerLab) waitMasters() {
+	for _, m := range l.masters {
+		m.waitReady(4 * time.Minute)
+	}
+}
+
+// TestWorkerLab runs real pods: three masters with a VIP, two worker hosts
 // whose stock kubelets (client certificates issued from the cluster CA by
 // hand) talk to the VIP and run busybox containers through containerd and
-// runc; logs, exec and pod-to-pod traffic across workers by pod IP.
+// runc; logs, exec and pod-to-pod traffic across workers by pod IP; then
+// SIGKILL of the VIP holder, which the Nodes and pods ride out.
 func TestWorkerLab(t *testing.T) {
 	start := time.Now()
-	l, ws := workerCluster(t, 2)
+	l := workerCluster(t, 3, 2)
+	ws := l.workers
 	for _, w := range ws {
 		w.issueKubeletCerts(vipURL)
 		w.startKubelet(false)
@@ -340,14 +374,14 @@ func TestWorkerLab(t *testing.T) {
 	}
 
 	t.Run("kubectl logs", func(t *testing.T) {
-		out := l.mustKubectl(1, "logs", b.name)
+		out := l.mustKC("logs", b.name)
 		if !strings.Contains(out, "serving on "+b.name) {
 			t.Fatalf("logs of %s: %q", b.name, out)
 		}
 	})
 
 	t.Run("kubectl exec", func(t *testing.T) {
-		out := l.mustKubectl(1, "exec", a.name, "--", "hostname")
+		out := l.mustKC("exec", a.name, "--", "hostname")
 		if strings.TrimSpace(out) != a.name {
 			t.Fatalf("exec hostname in %s: %q", a.name, out)
 		}
@@ -358,9 +392,77 @@ func TestWorkerLab(t *testing.T) {
 			from, to := pair[0], pair[1]
 			// busybox-static's wget crashes in its resolver (glibc NSS in a
 			// static binary); nc speaks the HTTP request instead.
-			out, err := l.kubectl(1, "exec", from.name, "--", "sh", "-c", `printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 `+to.ip+" 8080")
+			out, err := l.kc("exec", from.name, "--", "sh", "-c", `printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 5 `+to.ip+" 8080")
 			if err != nil || !strings.HasPrefix(out, "HTTP/1.1 200 OK") || !strings.HasSuffix(strings.TrimSpace(out), "pong from "+to.name) {
 				t.Errorf("%s (%s) -> %s (%s, %s): %v %q", from.name, from.node, to.name, to.node, to.ip, err, out)
+			}
+		}
+	})
+
+	t.Run("SIGKILL of the VIP holder: Nodes stay Ready, pods keep running", func(t *testing.T) {
+		l.waitMasters()
+		holder := 0
+		for i := range l.masters {
+			out, _ := exec.Command("ip", "-n", fmt.Sprintf("%sm%d", l.prefix, i), "-br", "addr", "show", "eth0").Output()
+			if strings.Contains(string(out), " "+testVIP+"/") {
+				holder = i
+			}
+		}
+		if holder == 0 {
+			t.Fatal("no master holds the VIP")
+		}
+		l.api = holder%3 + 1
+		ready := func(name string) (string, error) {
+			return l.kc("get", "node", name, "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status} {.status.conditions[?(@.type=="Ready")].lastTransitionTime}`)
+		}
+		before := map[string]string{}
+		for _, w := range ws {
+			out, err := ready(w.name())
+			if err != nil || !strings.HasPrefix(out, "True ") {
+				t.Fatalf("%s before the kill: Ready %q %v", w.name(), out, err)
+			}
+			before[w.name()] = out
+		}
+		killed := time.Now()
+		l.masters[holder].stop(syscall.SIGKILL, 10*time.Second)
+		// The kubelets renew their leases through the VIP, now on another
+		// master.
+		for _, w := range ws {
+			eventually(t, time.Minute, w.name()+" renews its lease after the kill", func() error {
+				out, err := l.kc("-n", "kube-node-lease", "get", "lease", w.name(), "-o", "jsonpath={.spec.renewTime}")
+				if err != nil {
+					return fmt.Errorf("%v: %s", err, out)
+				}
+				renewed, err := time.Parse(time.RFC3339Nano, out)
+				if err != nil {
+					return err
+				}
+				if !renewed.After(killed) {
+					return fmt.Errorf("last renewal %s, before the kill", out)
+				}
+				return nil
+			})
+			t.Logf("%s renewed its lease through the VIP within %.1f s of the kill", w.name(), time.Since(killed).Seconds())
+		}
+		// Past the controller-manager's node grace period (50 s), a Node
+		// that had lost its kubelet would be NotReady by now.
+		for time.Since(killed) < 55*time.Second {
+			for _, w := range ws {
+				if out, err := ready(w.name()); err == nil && !strings.HasPrefix(out, "True ") {
+					t.Errorf("%s %.0f s after the kill: Ready %s", w.name(), time.Since(killed).Seconds(), out)
+				}
+			}
+			time.Sleep(2 * time.Second)
+		}
+		for _, w := range ws {
+			if out, err := ready(w.name()); err != nil || out != before[w.name()] {
+				t.Errorf("%s Ready was %q before the kill, now %q (%v): it changed in between", w.name(), before[w.name()], out, err)
+			}
+		}
+		after := l.waitEchoPods(4, 10*time.Second)
+		for i, p := range after {
+			if p != pods[i] {
+				t.Errorf("pod %s changed across the kill: %+v, was %+v", p.name, p, pods[i])
 			}
 		}
 	})
@@ -369,7 +471,7 @@ func TestWorkerLab(t *testing.T) {
 
 // applyEchoDeployment creates pods that serve their own name over HTTP on
 // port 8080, spread evenly over the workers.
-func (l *lab) applyEchoDeployment(replicas int) {
+func (l *workerLab) applyEchoDeployment(replicas int) {
 	l.t.Helper()
 	manifest := fmt.Sprintf(`{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "echo"},
  "spec": {"replicas": %d, "selector": {"matchLabels": {"app": "echo"}},
@@ -382,17 +484,17 @@ func (l *lab) applyEchoDeployment(replicas int) {
 	if err := os.WriteFile(path, []byte(manifest), 0o644); err != nil {
 		l.t.Fatal(err)
 	}
-	l.mustKubectl(1, "apply", "-f", path)
+	l.mustKC("apply", "-f", path)
 }
 
 type echoPod struct{ name, node, ip, containerID string }
 
 // waitEchoPods waits for n echo pods Running with a running container.
-func (l *lab) waitEchoPods(n int, timeout time.Duration) []echoPod {
+func (l *workerLab) waitEchoPods(n int, timeout time.Duration) []echoPod {
 	l.t.Helper()
 	var pods []echoPod
 	eventually(l.t, timeout, fmt.Sprintf("%d echo pods running", n), func() error {
-		out, err := l.kubectl(1, "get", "pods", "-l", "app=echo", "-o", "json")
+		out, err := l.kc("get", "pods", "-l", "app=echo", "-o", "json")
 		if err != nil {
 			return fmt.Errorf("%v: %s", err, out)
 		}
@@ -445,8 +547,8 @@ func TestWorkerJoinBench(t *testing.T) {
 	if !bootstrap && *joinAuth != "cert" {
 		t.Fatalf("-workerjoin.auth=%q: want cert or bootstrap", *joinAuth)
 	}
-	l, ws := workerCluster(t, 1)
-	w := ws[0]
+	l := workerCluster(t, 1, 1)
+	w := l.workers[0]
 	if bootstrap {
 		w.writeBootstrapKubeconfig(vipURL)
 	} else {
@@ -466,7 +568,7 @@ func TestWorkerJoinBench(t *testing.T) {
 		secs = append(secs, s)
 		fmt.Printf("round %d: kubelet start to Node Ready %.2f s\n", round, s)
 		k.stop()
-		l.mustKubectl(1, "delete", "node", w.name(), "--wait=true")
+		l.mustKC("delete", "node", w.name(), "--wait=true")
 	}
 	sort.Float64s(secs)
 	fmt.Printf("median of %d (%s): %.2f s\n", len(secs), *joinAuth, secs[len(secs)/2])
