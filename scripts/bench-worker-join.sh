@@ -28,8 +28,14 @@ bin=$(realpath "${K8S_MASTER_BIN:-bin/k8s-master}")
 [ -x "$bin" ] || { echo "no binary at $bin; run make build" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "needs root (network and mount namespaces)" >&2; exit 1; }
 scripts/worker-parts.sh >/dev/null
+log=$(mktemp /tmp/bench-worker-join.XXXXXX)
 cd test
 # The Go test owns the lab (and its teardown, also on failure); -v shows the
-# rounds as they come.
-K8S_MASTER_BIN=$bin go test -v -tags grpcnotrace -count=1 -timeout 30m -run 'TestWorkerJoinBench$' . \
-  -args -workerjoin.rounds="$rounds" -workerjoin.auth="$auth" | grep -E '^(round|median|---|FAIL|ok|panic)|_test.go'
+# rounds as they come, the full output stays in the log.
+if ! K8S_MASTER_BIN=$bin go test -v -tags grpcnotrace -count=1 -timeout 30m -run 'TestWorkerJoinBench$' . \
+  -args -workerjoin.rounds="$rounds" -workerjoin.auth="$auth" | tee "$log" | grep -E '^(round|median|--- )'; then
+  tail -n 60 "$log" >&2
+  echo "bench failed; full output in $log" >&2
+  exit 1
+fi
+rm -f "$log"
