@@ -104,15 +104,15 @@ worker() {
   # that already hold its values, so the machine keeps its own.
   mkdir -p "$w/sysctl"
   local kv
-  for kv in vm/overcommit_memory=1 vm/panic_on_oom=0 kernel/panic=10 kernel/panic_on_oops=1 \
-    kernel/keys/root_maxkeys=1000000 kernel/keys/root_maxbytes=25000000; do
-    echo "${kv#*=}" >"$w/sysctl/$(echo "${kv%=*}" | tr / _)"
+  for kv in vm.overcommit_memory=1 vm.panic_on_oom=0 kernel.panic=10 kernel.panic_on_oops=1 \
+    kernel.keys.root_maxkeys=1000000 kernel.keys.root_maxbytes=25000000; do
+    echo "${kv#*=}" >"$w/sysctl/${kv%=*}"
   done
   unshare --mount="$w/ns/mnt" --uts="$w/ns/uts" --propagation private sh -c '
     hostname "$1"; w=$2; shift 2
     for d in "$@"; do mount --bind "$w/root$d" "$d"; done
-    for f in vm/overcommit_memory vm/panic_on_oom kernel/panic kernel/panic_on_oops kernel/keys/root_maxkeys kernel/keys/root_maxbytes; do
-      mount --bind "$w/sysctl/$(echo "$f" | tr / _)" "/proc/sys/$f"
+    for f in "$w"/sysctl/*; do
+      mount --bind "$f" "/proc/sys/$(echo "${f##*/}" | tr . /)"
     done' sh "w$i" "$w" $WORKER_DIRS
 }
 
