@@ -10,12 +10,14 @@
 #                                    github.com/containernetworking/plugins $CNI_VERSION
 #   images/pause.tar images/busybox.tar
 #                                    OCI-layout archives made by test/tools/ociimage
-#                                    (pause: test/tools/pause; busybox: Debian's busybox-static)
+#                                    (pause: test/tools/pause; busybox: Debian's busybox-static,
+#                                    installed with apt-get when missing and run as root)
 #
 # Everything is static (CGO_ENABLED=0) and nothing comes from an image
 # registry; Go modules come through the module proxy. runc comes from Debian
 # (.ci/run installs it): one built without libseccomp fails on the default
-# seccomp profile. Prints the directory at the end.
+# seccomp profile. Progress goes to stderr; the directory is printed at the
+# end. WORKER_PARTS, CONTAINERD_VERSION and CNI_VERSION override the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -90,7 +92,13 @@ fi
 
 if missing "$OUT/images/pause.tar" "$OUT/images/busybox.tar"; then
   step "building the pause and busybox images"
-  if [ ! -x /bin/busybox ] || ! file -L /bin/busybox | grep -q 'statically linked'; then
+  static_busybox() { [ -x /bin/busybox ] && file -L /bin/busybox | grep -q 'statically linked'; }
+  if ! static_busybox && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    step "installing Debian's busybox-static"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >&2 ||
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >&2; }
+  fi
+  if ! static_busybox; then
     echo "worker-parts: needs Debian's busybox-static (apt-get install busybox-static; .ci/run does)" >&2
     exit 1
   fi
