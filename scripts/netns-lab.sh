@@ -117,11 +117,12 @@ worker() {
 }
 
 # worker_cgroups I create|remove: the cgroup root of worker I's kubelet in
-# every v1 hierarchy.
+# every hierarchy: the v1 ones, and the v2 one a hybrid host mounts at
+# unified/, where runc mirrors the pods' cgroups.
 worker_cgroups() {
   local h cg
   for h in /sys/fs/cgroup/*/; do
-    [ "$(stat -fc %T "$h")" = cgroupfs ] || continue
+    case $(stat -fc %T "$h") in cgroupfs | cgroup2fs) ;; *) continue ;; esac
     cg=$h${P}w$1
     if [ "$2" = create ]; then
       mkdir -p "$cg"
