@@ -22,7 +22,7 @@ export CGO_ENABLED := 0
 GOFLAGS_BUILD := -trimpath -tags grpcnotrace
 RUN_DIR ?= $(CURDIR)/.run
 
-.PHONY: build run test unit package bench-startup bench-failover chaos vet fmt clean
+.PHONY: build run test unit package worker-parts bench-startup bench-failover bench-worker-join chaos vet fmt clean
 
 build:
 	$(GO) build $(GOFLAGS_BUILD) -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/k8s-master
@@ -38,9 +38,15 @@ package: build
 	rm -f dist/k8s-master_*.deb dist/k8s-master-*.rpm
 	cd packaging && $(GO) run ./nfpm -bin ../$(BIN) -version '$(PKG_VERSION)' -out ../dist -dir . -license ../LICENSE
 
+# kubelet, kubeadm, containerd, CNI plugins and images for the worker lab,
+# cached in .cache/worker-parts/ (built outside go test's timeout). Where
+# they cannot be built TestWorkerLab skips and says why.
+worker-parts:
+	scripts/worker-parts.sh || echo "worker parts not built: TestWorkerLab will skip" >&2
+
 # Unit tests, then integration tests that drive the built binary and the
 # packages.
-test: build package
+test: build package worker-parts
 	K8S_MASTER_BIN=$(CURDIR)/$(BIN) $(GO) test $(GOFLAGS_BUILD) -count=1 -timeout 40m ./...
 
 unit:
@@ -51,6 +57,9 @@ bench-startup: build
 
 bench-failover: build
 	scripts/bench-failover.sh
+
+bench-worker-join: build worker-parts
+	scripts/bench-worker-join.sh
 
 # The reliability lab, full run: every fault 5 times; the report goes to
 # docs/ (make test runs it once per fault, report in the test's temp dir).
