@@ -123,13 +123,20 @@ func (l *lab) mustRun(i int, args ...string) string {
 // kubectl runs kubectl from the client namespace against master i's
 // apiserver with master i's admin kubeconfig.
 func (l *lab) kubectl(i int, args ...string) (string, error) {
-	path, err := exec.LookPath("kubectl")
-	if err != nil {
+	if _, err := exec.LookPath("kubectl"); err != nil {
 		l.t.Skip("kubectl is not installed; .ci/run installs it")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	// A later --request-timeout wins: failover tests want quick failures.
+	return l.kubectlWithConfig(l.kubeconfig(i), append([]string{"--server", l.apiserver(i), "--request-timeout", "10s"}, args...)...)
+}
+
+// kubectlWithConfig runs kubectl in the client namespace with a
+// kubeconfig as it is (an admin kubeconfig names the VIP); on success the
+// output is stdout only.
+func (l *lab) kubectlWithConfig(kubeconfig string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	argv := append([]string{"netns", "exec", l.prefix + "c", path, "--kubeconfig", l.kubeconfig(i), "--server", l.apiserver(i), "--request-timeout", "10s"}, args...)
+	argv := append([]string{"netns", "exec", l.prefix + "c", "kubectl", "--kubeconfig", kubeconfig, "--request-timeout", "30s"}, args...)
 	var stdout, stderr strings.Builder
 	c := exec.CommandContext(ctx, "ip", argv...)
 	c.Stdout, c.Stderr = &stdout, &stderr

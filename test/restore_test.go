@@ -3,7 +3,6 @@ package test
 import (
 	"archive/tar"
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
@@ -320,21 +319,6 @@ func (l *lab) snapshotList(i int) []string {
 		}
 	}
 	return paths
-}
-
-// kubectlWithConfig runs kubectl in the client namespace with a
-// kubeconfig as it is (an admin kubeconfig names the VIP); stdout only.
-func (l *lab) kubectlWithConfig(kubeconfig string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	argv := append([]string{"netns", "exec", l.prefix + "c", "kubectl", "--kubeconfig", kubeconfig, "--request-timeout", "30s"}, args...)
-	var stdout, stderr strings.Builder
-	c := exec.CommandContext(ctx, "ip", argv...)
-	c.Stdout, c.Stderr = &stdout, &stderr
-	if err := c.Run(); err != nil {
-		return stdout.String() + stderr.String(), err
-	}
-	return stdout.String(), nil
 }
 
 // mustKubectlVIP runs kubectl with master i's admin kubeconfig (through

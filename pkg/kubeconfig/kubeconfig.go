@@ -45,48 +45,31 @@ func Write(s Spec) error {
 		return fmt.Errorf("%s: %w", s.CertFile, err)
 	}
 	enc := base64.StdEncoding.EncodeToString
-	ctx := s.User + "@" + s.ClusterName
+	caLine := "certificate-authority-data: " + enc(ca)
+	userLines := "client-certificate-data: " + enc(cert) + "\n    client-key-data: " + enc(key)
 	if s.Reference {
-		doc := fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: %[1]s
-  cluster:
-    server: %[2]s
-    certificate-authority: %[3]q
-users:
-- name: %[4]s
-  user:
-    client-certificate: %[5]q
-    client-key: %[6]q
-contexts:
-- name: %[7]s
-  context:
-    cluster: %[1]s
-    user: %[4]s
-current-context: %[7]s
-`, s.ClusterName, s.Server, s.CAFile, s.User, s.CertFile, s.KeyFile, ctx)
-		return write(s.Path, doc)
+		caLine = fmt.Sprintf("certificate-authority: %q", s.CAFile)
+		userLines = fmt.Sprintf("client-certificate: %q\n    client-key: %q", s.CertFile, s.KeyFile)
 	}
+	ctx := s.User + "@" + s.ClusterName
 	doc := fmt.Sprintf(`apiVersion: v1
 kind: Config
 clusters:
 - name: %[1]s
   cluster:
     server: %[2]s
-    certificate-authority-data: %[3]s
+    %[3]s
 users:
 - name: %[4]s
   user:
-    client-certificate-data: %[5]s
-    client-key-data: %[6]s
+    %[5]s
 contexts:
-- name: %[7]s
+- name: %[6]s
   context:
     cluster: %[1]s
     user: %[4]s
-current-context: %[7]s
-`, s.ClusterName, s.Server, enc(ca), s.User, enc(cert), enc(key), ctx)
+current-context: %[6]s
+`, s.ClusterName, s.Server, caLine, s.User, userLines, ctx)
 	return write(s.Path, doc)
 }
 

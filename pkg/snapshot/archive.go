@@ -109,19 +109,29 @@ func (e *CorruptError) Error() string {
 // manifest and the manifest against its checksum. On success it returns
 // the manifest.
 func Verify(path string) (*Manifest, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("open snapshot: %w", err)
-	}
-	defer f.Close()
-	info, err := f.Stat()
+	f, size, err := openArchive(path)
 	if err != nil {
 		return nil, err
 	}
-	return verify(path, f, info.Size(), func(name string, r io.Reader) error {
+	defer f.Close()
+	return verify(path, f, size, func(name string, r io.Reader) error {
 		_, err := io.Copy(io.Discard, r)
 		return err
 	})
+}
+
+// openArchive opens an archive for verify and tells its size.
+func openArchive(path string) (*os.File, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, fmt.Errorf("open snapshot: %w", err)
+	}
+	info, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, 0, err
+	}
+	return f, info.Size(), nil
 }
 
 // verify reads an archive of size bytes from r; each listed file's content

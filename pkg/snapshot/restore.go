@@ -30,17 +30,13 @@ type Contents struct {
 // Load reads and checks the whole archive (as Verify does) and keeps its
 // identity files in memory. It writes nothing.
 func Load(path string) (*Contents, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("open snapshot: %w", err)
-	}
-	defer f.Close()
-	info, err := f.Stat()
+	f, size, err := openArchive(path)
 	if err != nil {
 		return nil, err
 	}
+	defer f.Close()
 	files := map[string][]byte{}
-	m, err := verify(path, f, info.Size(), func(name string, r io.Reader) error {
+	m, err := verify(path, f, size, func(name string, r io.Reader) error {
 		rel, ok := cutDataPrefix(name)
 		if !ok {
 			_, err := io.Copy(io.Discard, r)
@@ -84,15 +80,11 @@ func cutDataPrefix(name string) (string, bool) {
 // the archive again while it reads, so a file changed since Load is
 // caught. On any failure dst is removed.
 func (c *Contents) ExtractEtcd(dst string) (err error) {
-	f, err := os.Open(c.Path)
-	if err != nil {
-		return fmt.Errorf("open snapshot: %w", err)
-	}
-	defer f.Close()
-	info, err := f.Stat()
+	f, size, err := openArchive(c.Path)
 	if err != nil {
 		return err
 	}
+	defer f.Close()
 	if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 		return err
 	}
@@ -108,7 +100,7 @@ func (c *Contents) ExtractEtcd(dst string) (err error) {
 			os.Remove(dst)
 		}
 	}()
-	m, err := verify(c.Path, f, info.Size(), func(name string, r io.Reader) error {
+	m, err := verify(c.Path, f, size, func(name string, r io.Reader) error {
 		if name != EtcdEntry {
 			_, err := io.Copy(io.Discard, r)
 			return err
