@@ -41,6 +41,11 @@ type MemberStatus struct {
 	Leader     bool     `json:"leader"`
 	Healthy    bool     `json:"healthy"`
 	DBSize     int64    `json:"dbSizeBytes"`
+	// DBSizeInUse is the part of DBSize that holds data; the rest is free
+	// pages a defragmentation gives back. DBSizeQuota is the member's
+	// backend quota (its master's etcd-quota-bytes).
+	DBSizeInUse int64 `json:"dbSizeInUseBytes"`
+	DBSizeQuota int64 `json:"dbSizeQuotaBytes"`
 	// Version is the member's etcd server version (v3.7.0).
 	Version string `json:"etcdVersion,omitempty"`
 	// RaftIndex is the member's last raft log index, RaftAppliedIndex how
@@ -88,7 +93,7 @@ func Members(ctx context.Context, cli *clientv3.Client) ([]MemberStatus, error) 
 				ms.Error = "sees no leader"
 			}
 			ms.Leader = st.Leader == ms.ID
-			ms.DBSize = st.DbSize
+			ms.DBSize, ms.DBSizeInUse, ms.DBSizeQuota = st.DbSize, st.DbSizeInUse, st.DbSizeQuota
 			ms.Version = "v" + st.Version
 			ms.RaftIndex, ms.RaftAppliedIndex = st.RaftIndex, st.RaftAppliedIndex
 		}(&out[i])
