@@ -81,6 +81,10 @@ const (
 	maxTries = 2
 	// compactionGrace lets the followers finish a compaction.
 	compactionGrace = time.Second
+	// The wait after a futile pass under NOSPACE: short, since it also
+	// delays the recovery once objects are deleted.
+	minBackoff = 5 * time.Second
+	maxBackoff = 20 * time.Second
 )
 
 // Keeper is one master's space keeper.
@@ -98,6 +102,16 @@ type Keeper struct {
 	// the defragmentations of each member since (under NOSPACE).
 	compacted int64
 	tries     map[uint64]int
+	// gained says whether a defragmentation of this pass gave back at
+	// least a tenth of its member's file. Under NOSPACE, after a pass
+	// whose defragmentations all gained nothing (the data itself fills
+	// the quota), the next waits until quiet, doubling up to maxBackoff:
+	// expiring leases keep moving the revision, and each new compaction
+	// would start another round of defragmentations and a leadership
+	// move.
+	gained, futile bool
+	backoff        time.Duration
+	quiet          time.Time
 	// onDefrag, set by tests, sees each defragmentation start and end.
 	onDefrag func(member string, started bool)
 }
@@ -146,7 +160,10 @@ func (k *Keeper) poll(ctx context.Context) error {
 	} else if k.leaderSince.IsZero() {
 		k.leaderSince = now
 	}
-	due := len(alarms) > 0 || now.Sub(k.lastPass) >= k.o.Interval || (leading && !k.acted)
+	if len(alarms) == 0 {
+		k.backoff, k.quiet = 0, time.Time{}
+	}
+	due := (len(alarms) > 0 && !now.Before(k.quiet)) || now.Sub(k.lastPass) >= k.o.Interval || (leading && !k.acted)
 	if !due {
 		return nil
 	}
@@ -197,6 +214,8 @@ func (k *Keeper) pass(ctx context.Context, self uint64, ms []etcd.MemberStatus, 
 		if ms, err = k.compact(ctx); err != nil {
 			return err
 		}
+		k.gained, k.futile = false, false
+		defer k.backOff()
 	}
 	var selfStatus *etcd.MemberStatus
 	for i := range ms {
@@ -225,6 +244,12 @@ func (k *Keeper) pass(ctx context.Context, self uint64, ms []etcd.MemberStatus, 
 			if err != nil {
 				return fmt.Errorf("hand etcd leadership to %s before defragmenting %s: %w", to.Name, selfStatus.Name, err)
 			}
+			// A handover counts as a try on this member: under NOSPACE
+			// with data that truly fills the quota, the keepers would
+			// otherwise pass the leadership round for ever.
+			if k.tries != nil {
+				k.tries[self]++
+			}
 			klog.InfoS("Handed etcd leadership over so that this member can be defragmented last", "member", selfStatus.Name, "newLeader", to.Name)
 			k.leaderSince, k.acted = time.Time{}, false
 			return nil
@@ -240,6 +265,18 @@ func (k *Keeper) pass(ctx context.Context, self uint64, ms []etcd.MemberStatus, 
 		return k.disarm(ctx, alarms)
 	}
 	return nil
+}
+
+// backOff ends a pass under NOSPACE: when its defragmentations all gained
+// nothing, the next pass waits.
+func (k *Keeper) backOff() {
+	if !k.futile || k.gained {
+		k.backoff = 0
+		return
+	}
+	k.backoff = min(max(2*k.backoff, minBackoff), maxBackoff)
+	k.quiet = time.Now().Add(k.backoff)
+	klog.InfoS("etcd NOSPACE: defragmentation gave nothing back, the data fills the quota; delete objects to free space", "retryIn", k.backoff)
 }
 
 // handoverTarget picks the follower to lead while this member is
@@ -356,7 +393,16 @@ func (k *Keeper) defrag(ctx context.Context, m *etcd.MemberStatus) error {
 		return fmt.Errorf("defragment etcd member %s: %w", m.Name, err)
 	}
 	defragTotal.WithLabelValues(m.Name, "ok").Inc()
-	klog.InfoS("etcd defragmentation finished", "member", m.Name, "took", took)
+	after := int64(-1)
+	if st, err := k.cli.Status(dctx, m.ClientURLs[0]); err == nil {
+		after = st.DbSize
+		if float64(m.DBSize-after) >= nospaceFreeFraction*float64(m.DBSize) {
+			k.gained = true
+		} else {
+			k.futile = true
+		}
+	}
+	klog.InfoS("etcd defragmentation finished", "member", m.Name, "took", took, "dbSizeBefore", m.DBSize, "dbSizeAfter", after)
 	return nil
 }
 
