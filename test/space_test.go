@@ -124,6 +124,14 @@ func TestEtcdSpace(t *testing.T) {
 		return nil
 	})
 	t.Logf("defragmentations (member by keeper): %v; leadership handed over %d time(s)", runs, handovers)
+	for i := 1; i <= 3; i++ {
+		data, _ := os.ReadFile(filepath.Join(l.dataDir(i), "k8s-master.log"))
+		for _, line := range strings.Split(string(data), "\n") {
+			if strings.Contains(line, "keeper.go") {
+				t.Logf("m%d: %s", i, line)
+			}
+		}
+	}
 	members := map[string]bool{}
 	for i, r := range runs {
 		members[r.member] = true

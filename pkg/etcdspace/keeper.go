@@ -41,7 +41,7 @@ type Options struct {
 	// (default 2 s): a NOSPACE alarm is handled at the next poll.
 	Poll time.Duration
 	// Settle is the least time a keeper waits after becoming leader
-	// before it acts (default 5 s); it grows with the database size, see
+	// before it acts (default 2 s); it grows with the database size, see
 	// settle.
 	Settle time.Duration
 	// MinSize is the database size below which a member is not worth a
@@ -58,7 +58,7 @@ func (o Options) withDefaults() Options {
 		o.Poll = 2 * time.Second
 	}
 	if o.Settle <= 0 {
-		o.Settle = 5 * time.Second
+		o.Settle = 2 * time.Second
 	}
 	return o
 }
@@ -236,6 +236,14 @@ func (k *Keeper) pass(ctx context.Context, self uint64, ms []etcd.MemberStatus, 
 			return err
 		}
 	}
+	// Writes resume as soon as there is room: the defragmentation this
+	// member may still need can wait for a routine pass.
+	if full {
+		disarmed, err := k.disarm(ctx, alarms)
+		if err != nil || disarmed {
+			return err
+		}
+	}
 	if selfStatus != nil {
 		if to, ok := k.handoverTarget(ms, self, full); ok {
 			mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -260,9 +268,10 @@ func (k *Keeper) pass(ctx context.Context, self uint64, ms []etcd.MemberStatus, 
 		if err := k.defrag(ctx, selfStatus); err != nil {
 			return err
 		}
-	}
-	if full {
-		return k.disarm(ctx, alarms)
+		if full {
+			_, err := k.disarm(ctx, alarms)
+			return err
+		}
 	}
 	return nil
 }
@@ -349,13 +358,17 @@ func (k *Keeper) compact(ctx context.Context) ([]etcd.MemberStatus, error) {
 			return nil, fmt.Errorf("compact etcd to revision %d: %w", rev, err)
 		}
 		k.compacted, k.tries = rev, map[uint64]int{}
-		klog.InfoS("Compacted etcd under the NOSPACE alarm", "revision", rev)
-		// The followers apply the compaction on their own, in batches:
-		// give them a moment before their files are rewritten.
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(compactionGrace):
+		// ErrCompacted: the previous leader's keeper did it a while ago.
+		if err == nil {
+			klog.InfoS("Compacted etcd under the NOSPACE alarm", "revision", rev)
+			// The followers apply the compaction on their own, in
+			// batches: give them a moment before their files are
+			// rewritten.
+			select {
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-time.After(compactionGrace):
+			}
 		}
 	}
 	ms, err := etcd.Members(ctx, k.cli)
@@ -406,17 +419,18 @@ func (k *Keeper) defrag(ctx context.Context, m *etcd.MemberStatus) error {
 	return nil
 }
 
-// disarm lifts NOSPACE once every member that answers has room again.
-func (k *Keeper) disarm(ctx context.Context, alarms []*etcdserverpb.AlarmMember) error {
+// disarm lifts NOSPACE once every member that answers has room again, and
+// says whether it did.
+func (k *Keeper) disarm(ctx context.Context, alarms []*etcdserverpb.AlarmMember) (bool, error) {
 	ms, err := etcd.Members(ctx, k.cli)
 	if err != nil {
-		return err
+		return false, err
 	}
 	recordSizes(ms)
 	for _, m := range ms {
 		if answered(&m) && tooFull(&m) {
-			klog.InfoS("etcd NOSPACE stays: a member's database is still near its quota; delete objects to free space", "member", m.Name, "dbSize", m.DBSize, "inUse", m.DBSizeInUse, "quota", m.DBSizeQuota)
-			return nil
+			klog.InfoS("etcd NOSPACE stays: a member's database is still near its quota", "member", m.Name, "dbSize", m.DBSize, "inUse", m.DBSizeInUse, "quota", m.DBSizeQuota)
+			return false, nil
 		}
 	}
 	for _, a := range alarms {
@@ -424,12 +438,12 @@ func (k *Keeper) disarm(ctx context.Context, alarms []*etcdserverpb.AlarmMember)
 		_, err := k.cli.AlarmDisarm(dctx, (*clientv3.AlarmMember)(a))
 		cancel()
 		if err != nil {
-			return fmt.Errorf("disarm etcd's NOSPACE alarm: %w", err)
+			return false, fmt.Errorf("disarm etcd's NOSPACE alarm: %w", err)
 		}
 	}
 	noSpace.Set(0)
 	klog.InfoS("Disarmed etcd's NOSPACE alarm: writes resume", "alarms", len(alarms))
-	return nil
+	return true, nil
 }
 
 // noSpaceAlarms lists the raised NOSPACE alarms (one per member that
