@@ -2,6 +2,7 @@ package test
 
 import (
 	"bufio"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -75,6 +76,27 @@ func TestEtcdSpace(t *testing.T) {
 	for _, m := range l.status(1).Members {
 		if m.Leader {
 			leader = m.Name
+		}
+	}
+	var st struct {
+		Members []struct {
+			Name  string `json:"name"`
+			Quota int64  `json:"dbSizeQuotaBytes"`
+			InUse int64  `json:"dbSizeInUseBytes"`
+		} `json:"members"`
+		Alarm *struct {
+			Alarm, What, Do string
+		} `json:"etcdSpaceAlarm"`
+	}
+	if err := json.Unmarshal([]byte(l.mustRun(1, "status", "--data-dir", l.dataDir(1), "-o", "json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Alarm == nil || st.Alarm.Alarm != "NOSPACE" || !strings.Contains(st.Alarm.Do, "delete objects") {
+		t.Errorf("status -o json: alarm %+v", st.Alarm)
+	}
+	for _, m := range st.Members {
+		if m.Quota != 32<<20 || m.InUse <= 0 {
+			t.Errorf("status -o json: %s has quota %d, in use %d; want 32 MiB and the size in use", m.Name, m.Quota, m.InUse)
 		}
 	}
 
