@@ -69,7 +69,8 @@ func TestEtcdSpace(t *testing.T) {
 		t.Fatalf("read under NOSPACE: %q", out)
 	}
 	table := l.mustRun(1, "status", "--data-dir", l.dataDir(1))
-	if !strings.Contains(table, "etcd NOSPACE ALARM") || !strings.Contains(table, "delete objects") {
+	t.Logf("status under NOSPACE:\n%s", table)
+	if !strings.Contains(table, "etcd NOSPACE ALARM") || !strings.Contains(table, "delete objects") || strings.Contains(table, "UNHEALTHY") {
 		t.Errorf("status does not explain the alarm:\n%s", table)
 	}
 	var leader string

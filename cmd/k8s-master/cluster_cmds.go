@@ -230,6 +230,8 @@ func newStatusCommand(dataDir *string) *cobra.Command {
 					}
 					if !m.Healthy {
 						health = "UNHEALTHY"
+					} else if m.Alarm != "" {
+						health = m.Alarm // serves reads, refuses writes
 					}
 					if m.Leader {
 						leader = "*"

@@ -3,6 +3,7 @@ package etcd
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"sort"
 	"time"
 
@@ -46,6 +47,8 @@ type MemberStatus struct {
 	// backend quota (its master's etcd-quota-bytes).
 	DBSizeInUse int64 `json:"dbSizeInUseBytes"`
 	DBSizeQuota int64 `json:"dbSizeQuotaBytes"`
+	// Alarm is "NOSPACE" while etcd refuses writes for want of space.
+	Alarm string `json:"alarm,omitempty"`
 	// Version is the member's etcd server version (v3.7.0).
 	Version string `json:"etcdVersion,omitempty"`
 	// RaftIndex is the member's last raft log index, RaftAppliedIndex how
@@ -55,6 +58,10 @@ type MemberStatus struct {
 	RaftAppliedIndex uint64 `json:"raftAppliedIndex"`
 	Error            string `json:"error,omitempty"`
 }
+
+// noSpaceAlarm matches how a member's status lists the NOSPACE alarm
+// (protobuf text: "memberID:... alarm:NOSPACE", spacing not fixed).
+var noSpaceAlarm = regexp.MustCompile(`alarm:\s*NOSPACE`)
 
 // Started tells whether the member has run at least once (an added member
 // that never started has no name yet).
@@ -86,9 +93,19 @@ func Members(ctx context.Context, cli *clientv3.Client) ([]MemberStatus, error) 
 				ms.Error = err.Error()
 				return
 			}
-			ms.Healthy = len(st.Errors) == 0 && st.Leader != 0
-			if !ms.Healthy && len(st.Errors) > 0 {
-				ms.Error = st.Errors[0]
+			// NOSPACE is reported apart: such a member serves reads,
+			// deletes and its quorum; only writes wait (pkg/etcdspace).
+			var errs []string
+			for _, e := range st.Errors {
+				if noSpaceAlarm.MatchString(e) {
+					ms.Alarm = "NOSPACE"
+				} else {
+					errs = append(errs, e)
+				}
+			}
+			ms.Healthy = len(errs) == 0 && st.Leader != 0
+			if !ms.Healthy && len(errs) > 0 {
+				ms.Error = errs[0]
 			} else if st.Leader == 0 {
 				ms.Error = "sees no leader"
 			}
