@@ -217,9 +217,12 @@ func newStatusCommand(dataDir *string) *cobra.Command {
 						fmt.Fprintf(out, "VIP %s: NOT HELD (no healthy master with quorum)\n", v.Address)
 					}
 				}
+				if a := st.Space; a != nil {
+					fmt.Fprintf(out, "etcd %s ALARM: %s\n  what to do: %s\n", a.Alarm, a.What, a.Do)
+				}
 				fmt.Fprintln(out)
 				w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(w, "NAME\tROLE\tHEALTH\tLEADER\tVIP\tAPISERVER\tDB\tRELEASE\tKUBERNETES\tETCD\tPEER URL")
+				fmt.Fprintln(w, "NAME\tROLE\tHEALTH\tLEADER\tVIP\tAPISERVER\tDB\tDB IN USE\tDB QUOTA\tRELEASE\tKUBERNETES\tETCD\tPEER URL")
 				for _, m := range st.Members {
 					role, health, leader, api := "voter", "healthy", "", "not ready"
 					if m.Learner {
@@ -227,6 +230,8 @@ func newStatusCommand(dataDir *string) *cobra.Command {
 					}
 					if !m.Healthy {
 						health = "UNHEALTHY"
+					} else if m.Alarm != "" {
+						health = m.Alarm // serves reads, refuses writes
 					}
 					if m.Leader {
 						leader = "*"
@@ -242,7 +247,7 @@ func newStatusCommand(dataDir *string) *cobra.Command {
 					if st.VIP != nil && st.VIP.Holder == m.Name && m.Name != "" {
 						holds = "*"
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%.1f MB\t%s\t%s\t%s\t%s\n", name, role, health, leader, holds, api, float64(m.DBSize)/1e6,
+					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%.1f MB\t%.1f MB\t%.1f MB\t%s\t%s\t%s\t%s\n", name, role, health, leader, holds, api, float64(m.DBSize)/1e6, float64(m.DBSizeInUse)/1e6, float64(m.DBSizeQuota)/1e6,
 						orDash(m.Versions.Release), orDash(m.Versions.Kubernetes), orDash(m.Versions.Etcd), strings.Join(m.PeerURLs, ","))
 				}
 				w.Flush()

@@ -94,6 +94,7 @@ func nodeFlags(fs *pflag.FlagSet, c *config.Config) {
 	fs.StringVar(&c.SnapshotDir, "snapshot-dir", c.SnapshotDir, "directory for this master's scheduled snapshots (outside the data directory)")
 	fs.DurationVar(&c.SnapshotInterval, "snapshot-interval", c.SnapshotInterval, "take a snapshot this often, skipped while nothing changed (0: no scheduled snapshots)")
 	fs.IntVar(&c.SnapshotRetention, "snapshot-retention", c.SnapshotRetention, "scheduled snapshots of this master to keep; older ones are deleted")
+	fs.Var(&c.EtcdQuota, "etcd-quota-bytes", "etcd backend quota of this master's member (16Mi-8Gi): past it etcd refuses writes until space is freed, which the master then reclaims by itself")
 	fs.StringVar(&c.LogFile, "log-file", c.LogFile, `where component logs go ("-" for standard error; default DATA_DIR/k8s-master.log)`)
 	fs.IntVarP(&c.LogVerbosity, "v", "v", c.LogVerbosity, "log verbosity (0-10)")
 }

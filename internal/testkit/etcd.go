@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -15,30 +16,57 @@ import (
 
 // StartEtcd runs a one-member etcd on loopback, without TLS, until the test
 // ends, and returns its client URL. Short ticks make its leader elections
-// quick.
-func StartEtcd(t testing.TB) string {
+// quick; tune, if given, changes the configuration further (a quota, say).
+func StartEtcd(t testing.TB, tune ...func(*embed.Config)) string {
 	t.Helper()
-	cfg := embed.NewConfig()
-	cfg.Dir = t.TempDir()
-	ports := FreePorts(t, 2)
-	client := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[0])}
-	peer := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[1])}
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
-	cfg.InitialCluster = cfg.Name + "=" + peer.String()
-	cfg.TickMs, cfg.ElectionMs = 50, 500
-	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
-	e, err := embed.StartEtcd(cfg)
-	if err != nil {
-		t.Fatal(err)
+	return StartEtcdCluster(t, 1, tune...)[0]
+}
+
+// StartEtcdCluster runs an n-member etcd cluster on loopback (members m1..
+// mN), like StartEtcd, and returns the members' client URLs in order.
+func StartEtcdCluster(t testing.TB, n int, tune ...func(*embed.Config)) []string {
+	t.Helper()
+	ports := FreePorts(t, 2*n)
+	cfgs := make([]*embed.Config, n)
+	var initial []string
+	for i := range cfgs {
+		cfg := embed.NewConfig()
+		cfg.Dir = t.TempDir()
+		if n > 1 {
+			cfg.Name = fmt.Sprintf("m%d", i+1)
+		}
+		client := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i])}
+		peer := url.URL{Scheme: "http", Host: fmt.Sprintf("127.0.0.1:%d", ports[2*i+1])}
+		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{client}, []url.URL{client}
+		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{peer}, []url.URL{peer}
+		cfg.TickMs, cfg.ElectionMs = 50, 500
+		cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+		for _, f := range tune {
+			f(cfg)
+		}
+		initial = append(initial, cfg.Name+"="+peer.String())
+		cfgs[i] = cfg
 	}
-	t.Cleanup(e.Close)
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		t.Fatal("etcd not ready")
+	var urls []string
+	var started []*embed.Etcd
+	for _, cfg := range cfgs {
+		cfg.InitialCluster = strings.Join(initial, ",")
+		e, err := embed.StartEtcd(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(e.Close)
+		started = append(started, e)
+		urls = append(urls, cfg.AdvertiseClientUrls[0].String())
 	}
-	return client.String()
+	for _, e := range started {
+		select {
+		case <-e.Server.ReadyNotify():
+		case <-time.After(30 * time.Second):
+			t.Fatal("etcd not ready")
+		}
+	}
+	return urls
 }
 
 // WriteEtcdMembers writes an etcd backend database at path holding the

@@ -20,6 +20,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/control"
 	"github.com/k8s-master/k8s-master/pkg/datadir"
 	"github.com/k8s-master/k8s-master/pkg/etcd"
+	"github.com/k8s-master/k8s-master/pkg/etcdspace"
 	"github.com/k8s-master/k8s-master/pkg/join"
 	"github.com/k8s-master/k8s-master/pkg/layout"
 	"github.com/k8s-master/k8s-master/pkg/pki"
@@ -89,9 +90,36 @@ type Status struct {
 	// under way); Upgrade then says what is left to do.
 	Mixed   bool   `json:"mixed"`
 	Upgrade string `json:"upgrade,omitempty"`
+	// Space is etcd's NOSPACE alarm, when raised.
+	Space *SpaceAlarm `json:"etcdSpaceAlarm,omitempty"`
 	// Snapshots is each master's scheduled-snapshot state.
 	Snapshots []snapshot.Record `json:"snapshots"`
 	Warnings  []string          `json:"warnings"`
+}
+
+// SpaceAlarm is etcd's NOSPACE alarm as `status` explains it.
+type SpaceAlarm struct {
+	Alarm string `json:"alarm"`
+	// What happened and what to do, in words.
+	What string `json:"what"`
+	Do   string `json:"do"`
+}
+
+// spaceAlarm explains NOSPACE from the members' sizes: whether the data
+// itself fills the quota (only deleting helps) or the space keeper is about
+// to give free pages back.
+func spaceAlarm(ms []etcd.MemberStatus) *SpaceAlarm {
+	a := &SpaceAlarm{
+		Alarm: "NOSPACE",
+		What:  "etcd's database reached its quota: the cluster refuses writes (\"etcdserver: mvcc: database space exceeded\"); reads still work",
+		Do:    "delete objects that are not needed (kubectl delete ...); each master's space keeper then compacts, defragments and disarms the alarm by itself within seconds, with no restart. If the data really needs the room, raise --etcd-quota-bytes (etcd-quota-bytes in the configuration file) on every master and restart them one at a time",
+	}
+	for _, m := range ms {
+		if m.DBSizeQuota > 0 && m.DBSizeInUse*10 >= m.DBSizeQuota*9 {
+			a.What += fmt.Sprintf("; on %s the data itself fills %d%% of the quota", m.Name, m.DBSizeInUse*100/m.DBSizeQuota)
+		}
+	}
+	return a
 }
 
 // VIPStatus says who holds the VIP; Holder is "" when nobody does.
@@ -128,6 +156,14 @@ func (a *Admin) Status(ctx context.Context) (*Status, error) {
 		} else {
 			st.Warnings = append(st.Warnings, fmt.Sprintf("no master holds VIP %s", a.Config.VIP))
 		}
+	}
+	full, err := etcdspace.NoSpace(ctx, a.cli)
+	if err != nil {
+		return nil, err
+	}
+	if full {
+		st.Space = spaceAlarm(ms)
+		st.Warnings = append(st.Warnings, "etcd NOSPACE alarm: writes are refused; "+st.Space.Do)
 	}
 	client := a.apiClient()
 	for _, m := range ms {

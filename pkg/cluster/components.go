@@ -13,6 +13,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/controlplane"
 	"github.com/k8s-master/k8s-master/pkg/etcd"
+	"github.com/k8s-master/k8s-master/pkg/etcdspace"
 	"github.com/k8s-master/k8s-master/pkg/join"
 	"github.com/k8s-master/k8s-master/pkg/snapshot"
 	"github.com/k8s-master/k8s-master/pkg/version"
@@ -368,4 +369,33 @@ func (s *snapshotScheduler) Stop(ctx context.Context) error {
 	}
 	s.cancel()
 	return await(ctx, s.done, "a snapshot is still being written")
+}
+
+// spaceKeeper keeps the etcd database within its quota (pkg/etcdspace).
+type spaceKeeper struct {
+	k      *etcdspace.Keeper
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func (s *spaceKeeper) Name() string { return "etcd space keeper" }
+
+func (s *spaceKeeper) Start(context.Context) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	s.cancel, s.done = cancel, make(chan struct{})
+	go func() {
+		defer close(s.done)
+		s.k.Run(ctx)
+	}()
+	return nil
+}
+
+// Stop ends the keeper; a defragmentation under way goes on in etcd to its
+// end (it cannot be interrupted), only the wait for it is abandoned.
+func (s *spaceKeeper) Stop(ctx context.Context) error {
+	if s.cancel == nil {
+		return nil
+	}
+	s.cancel()
+	return await(ctx, s.done, "the etcd space keeper is still running")
 }

@@ -29,6 +29,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/control"
 	"github.com/k8s-master/k8s-master/pkg/etcd"
+	"github.com/k8s-master/k8s-master/pkg/etcdspace"
 	"github.com/k8s-master/k8s-master/pkg/kubeconfig"
 	"github.com/k8s-master/k8s-master/pkg/logging"
 	"github.com/k8s-master/k8s-master/pkg/pki"
@@ -249,6 +250,9 @@ func (m *Master) servingSteps() []component.Step {
 			return nil
 		}},
 	}
+	steps = append(steps, component.Step{Do: func(ctx context.Context, r *component.Runner) error {
+		return r.Start(ctx, &spaceKeeper{k: etcdspace.New(m.etcdClient, m.cfg.LocalEtcdURL(), etcdspace.Options{})})
+	}})
 	if c := m.cfg; c.SnapshotInterval > 0 {
 		steps = append(steps, component.Step{
 			Name: fmt.Sprintf("scheduled snapshots (every %s, keep %d, in %s)", c.SnapshotInterval, c.SnapshotRetention, c.SnapshotDir),

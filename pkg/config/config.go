@@ -67,6 +67,13 @@ type Config struct {
 	SnapshotInterval  time.Duration `json:"-"`
 	SnapshotRetention int           `json:"-"`
 
+	// EtcdQuota is the etcd member's backend quota (QuotaBackendBytes) in
+	// Kubernetes quantity syntax; past it etcd raises its NOSPACE alarm and
+	// refuses writes (pkg/etcdspace recovers from that). Node-local and not
+	// recorded: each start takes it from its flags and the configuration
+	// file, so it may change on a restart.
+	EtcdQuota ByteSize `json:"-"`
+
 	// LogFile receives the components' logs; "-" means standard error.
 	LogFile      string `json:"-"`
 	LogVerbosity int    `json:"-"`
@@ -102,6 +109,7 @@ func Default() Config {
 		SnapshotDir:           DefaultSnapshotDir,
 		SnapshotInterval:      time.Hour,
 		SnapshotRetention:     24,
+		EtcdQuota:             DefaultEtcdQuota,
 	}
 }
 
@@ -230,6 +238,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SnapshotRetention < 1 {
 		add(&SettingError{Setting: "snapshot-retention", Value: c.SnapshotRetention, Problem: "must keep at least 1 snapshot"})
+	}
+	if _, err := c.EtcdQuota.Bytes(); err != nil {
+		errs = append(errs, err)
 	}
 	if !filepath.IsAbs(c.SnapshotDir) {
 		add(&SettingError{Setting: "snapshot-dir", Value: c.SnapshotDir, Problem: "must be an absolute path"})

@@ -58,6 +58,11 @@ func TestValidate(t *testing.T) {
 		{"snapshots none kept", func(c *Config) { c.SnapshotRetention = 0 }, []string{"snapshot-retention 0"}},
 		{"snapshots relative dir", func(c *Config) { c.SnapshotDir = "snaps" }, []string{"snapshot-dir", "absolute"}},
 		{"snapshots inside the data dir", func(c *Config) { c.DataDir = "/var/lib/k8s-master"; c.SnapshotDir = "/var/lib/k8s-master/snaps" }, []string{"snapshot-dir", "inside the data directory"}},
+		{"etcd quota for tests", func(c *Config) { c.EtcdQuota = "32Mi" }, nil},
+		{"etcd quota in bytes", func(c *Config) { c.EtcdQuota = "8589934592" }, nil},
+		{"etcd quota too small", func(c *Config) { c.EtcdQuota = "1Mi" }, []string{"etcd-quota-bytes 1Mi is out of range 16Mi-8Gi"}},
+		{"etcd quota too big", func(c *Config) { c.EtcdQuota = "9G" }, []string{"etcd-quota-bytes 9G", "16Mi-8Gi"}},
+		{"etcd quota not a size", func(c *Config) { c.EtcdQuota = "lots" }, []string{`etcd-quota-bytes "lots" is not a size`, "32Mi"}},
 		{"snapshots beside the data dir", func(c *Config) { c.DataDir = "/var/lib/k8s-master"; c.SnapshotDir = "/var/lib/k8s-master-snapshots" }, nil},
 	}
 	for _, tc := range cases {

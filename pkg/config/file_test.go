@@ -179,3 +179,32 @@ func FuzzApplyYAML(f *testing.F) {
 		_, _ = ApplyYAML(testFlags(&c), nil, data)
 	})
 }
+
+// The etcd quota is a quantity: a file may give it as text or as a bare
+// number of bytes (a YAML integer), and a default file shows it as is.
+func TestEtcdQuotaInFile(t *testing.T) {
+	for _, doc := range []string{"etcd-quota-bytes: 32Mi\n", "etcd-quota-bytes: 33554432\n"} {
+		c := Default()
+		fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+		fs.Var(&c.EtcdQuota, "etcd-quota-bytes", "etcd quota")
+		if _, err := ApplyYAML(fs, nil, []byte(doc)); err != nil {
+			t.Fatalf("%q: %v", doc, err)
+		}
+		if n, err := c.EtcdQuota.Bytes(); err != nil || n != 32<<20 {
+			t.Errorf("%q: %d, %v", doc, n, err)
+		}
+	}
+	d := Default()
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	fs.Var(&d.EtcdQuota, "etcd-quota-bytes", "etcd quota")
+	var b bytes.Buffer
+	if err := WriteDefaults(&b, fs); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "#etcd-quota-bytes: 4Gi\n") {
+		t.Errorf("defaults file:\n%s", b.String())
+	}
+	if n, err := ByteSize("").Bytes(); err != nil || n != 4<<30 {
+		t.Errorf("empty quota: %d, %v; want the 4Gi default", n, err)
+	}
+}

@@ -3,6 +3,7 @@ package etcd
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"sort"
 	"time"
 
@@ -41,6 +42,13 @@ type MemberStatus struct {
 	Leader     bool     `json:"leader"`
 	Healthy    bool     `json:"healthy"`
 	DBSize     int64    `json:"dbSizeBytes"`
+	// DBSizeInUse is the part of DBSize that holds data; the rest is free
+	// pages a defragmentation gives back. DBSizeQuota is the member's
+	// backend quota (its master's etcd-quota-bytes).
+	DBSizeInUse int64 `json:"dbSizeInUseBytes"`
+	DBSizeQuota int64 `json:"dbSizeQuotaBytes"`
+	// Alarm is "NOSPACE" while etcd refuses writes for want of space.
+	Alarm string `json:"alarm,omitempty"`
 	// Version is the member's etcd server version (v3.7.0).
 	Version string `json:"etcdVersion,omitempty"`
 	// RaftIndex is the member's last raft log index, RaftAppliedIndex how
@@ -50,6 +58,10 @@ type MemberStatus struct {
 	RaftAppliedIndex uint64 `json:"raftAppliedIndex"`
 	Error            string `json:"error,omitempty"`
 }
+
+// noSpaceAlarm matches how a member's status lists the NOSPACE alarm
+// (protobuf text: "memberID:... alarm:NOSPACE", spacing not fixed).
+var noSpaceAlarm = regexp.MustCompile(`alarm:\s*NOSPACE`)
 
 // Started tells whether the member has run at least once (an added member
 // that never started has no name yet).
@@ -81,14 +93,24 @@ func Members(ctx context.Context, cli *clientv3.Client) ([]MemberStatus, error) 
 				ms.Error = err.Error()
 				return
 			}
-			ms.Healthy = len(st.Errors) == 0 && st.Leader != 0
-			if !ms.Healthy && len(st.Errors) > 0 {
-				ms.Error = st.Errors[0]
+			// NOSPACE is reported apart: such a member serves reads,
+			// deletes and its quorum; only writes wait (pkg/etcdspace).
+			var errs []string
+			for _, e := range st.Errors {
+				if noSpaceAlarm.MatchString(e) {
+					ms.Alarm = "NOSPACE"
+				} else {
+					errs = append(errs, e)
+				}
+			}
+			ms.Healthy = len(errs) == 0 && st.Leader != 0
+			if !ms.Healthy && len(errs) > 0 {
+				ms.Error = errs[0]
 			} else if st.Leader == 0 {
 				ms.Error = "sees no leader"
 			}
 			ms.Leader = st.Leader == ms.ID
-			ms.DBSize = st.DbSize
+			ms.DBSize, ms.DBSizeInUse, ms.DBSizeQuota = st.DbSize, st.DbSizeInUse, st.DbSizeQuota
 			ms.Version = "v" + st.Version
 			ms.RaftIndex, ms.RaftAppliedIndex = st.RaftIndex, st.RaftAppliedIndex
 		}(&out[i])

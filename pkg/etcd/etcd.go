@@ -148,6 +148,9 @@ func embedConfig(c *config.Config, o Options) (*embed.Config, error) {
 	}
 	cfg.InitialClusterToken = o.ClusterToken
 	cfg.StrictReconfigCheck = true
+	if cfg.QuotaBackendBytes, err = c.EtcdQuota.Bytes(); err != nil {
+		return nil, err
+	}
 	cfg.PreVote = true
 	cfg.TickMs = HeartbeatInterval
 	cfg.ElectionMs = ElectionTimeout

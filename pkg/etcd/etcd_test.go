@@ -3,10 +3,14 @@ package etcd
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 
 	"github.com/k8s-master/k8s-master/internal/testkit"
 	"github.com/k8s-master/k8s-master/pkg/config"
@@ -88,5 +92,44 @@ func TestNewClusterNeedsToken(t *testing.T) {
 	c := newMember(t, t.TempDir())
 	if _, err := Launch(c, Options{ClusterState: "new"}); err == nil {
 		t.Fatal("a new cluster started without a unique token")
+	}
+}
+
+// The quota setting reaches etcd, and a member under NOSPACE is reported
+// with its alarm yet healthy: it keeps its quorum and serves reads.
+func TestQuotaAndNoSpace(t *testing.T) {
+	c := newMember(t, t.TempDir())
+	c.EtcdQuota = "16Mi"
+	m, err := Launch(c, Options{ClusterState: "new", ClusterToken: "quota"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := m.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cli, err := NewClient(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	value := strings.Repeat("x", 1<<20)
+	for i := 0; ; i++ {
+		_, err := cli.Put(ctx, fmt.Sprintf("/k/%d", i), value)
+		if errors.Is(err, rpctypes.ErrNoSpace) {
+			break
+		}
+		if err != nil || i > 40 {
+			t.Fatalf("put %d: %v; want NOSPACE within 16 MiB", i, err)
+		}
+	}
+	ms, err := Members(ctx, cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ms) != 1 || ms[0].DBSizeQuota != 16<<20 || ms[0].Alarm != "NOSPACE" || !ms[0].Healthy || ms[0].Error != "" {
+		t.Errorf("member under NOSPACE: %+v", ms)
 	}
 }
