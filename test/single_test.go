@@ -112,6 +112,8 @@ func TestSingleMaster(t *testing.T) {
 		})
 	})
 
+	t.Run("workers: tokens, cluster-info, CSRs", func(t *testing.T) { checkWorkers(t, dir, p.API) })
+
 	t.Run("secrets are encrypted at rest", func(t *testing.T) {
 		_, err := cs.CoreV1().Secrets("default").Create(ctx, &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{Name: "db"},

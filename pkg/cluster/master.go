@@ -236,6 +236,9 @@ func (m *Master) servingSteps() []component.Step {
 			return r.Start(ctx, m.parts.joinService(m.cfg, m.state, m.etcdClient, m.describe))
 		}},
 	}
+	if m.parts.workers != nil {
+		steps = append(steps, m.parts.workers(m)...)
+	}
 	if c := m.cfg; c.SnapshotInterval > 0 {
 		steps = append(steps, component.Step{
 			Name: fmt.Sprintf("scheduled snapshots (every %s, keep %d, in %s)", c.SnapshotInterval, c.SnapshotRetention, c.SnapshotDir),
