@@ -236,6 +236,13 @@ func checkWorkers(t *testing.T, dir string, port int) {
 		})
 	})
 
+	t.Run("the serving CSR approver holds its lease", func(t *testing.T) {
+		l, err := clientset(t, dir).CoordinationV1().Leases("kube-system").Get(ctx, "k8s-master-csr-approver", metav1.GetOptions{})
+		if err != nil || l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity != "itest" {
+			t.Errorf("k8s-master-csr-approver lease: %v %+v, want held by itest", err, l)
+		}
+	})
+
 	t.Run("k8s-master join refuses a worker token", func(t *testing.T) {
 		joiner := filepath.Join(t.TempDir(), "joiner")
 		_, stderr, code := runCLI(t, "join", "--token", id+"."+secret, "--data-dir", joiner, "--foreground")

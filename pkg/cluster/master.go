@@ -92,6 +92,9 @@ type Master struct {
 	stopRequested chan struct{}
 	stopOnce      sync.Once
 
+	// workerEndpoint is where cluster-info sends workers (host:port).
+	workerEndpoint string
+
 	// Token is the join token init made, "" otherwise.
 	Token string
 }
@@ -341,6 +344,9 @@ func (m *Master) printReady() {
 		p.Printf("join token (valid 24 h, also in %s):", m.cfg.Layout().Token())
 		p.Printf("  %s", m.Token)
 		p.Printf("add a master: k8s-master join --token <token>")
+	}
+	if m.workerEndpoint != "" {
+		p.Printf("add a worker: k8s-master token create --worker prints its kubeadm join line (apiserver %s)", m.workerEndpoint)
 	}
 }
 

@@ -65,7 +65,7 @@ func workerSettings(ctx context.Context, c *config.Config, store *join.Store) (n
 // kubelet-serving CSR approver.
 func (m *Master) workerSteps() []component.Step {
 	return []component.Step{
-		{Name: "objects for workers (cluster-info, RBAC, kubeadm ConfigMaps)", Do: func(ctx context.Context, r *component.Runner) error {
+		{Name: "cluster-info and RBAC for workers", Do: func(ctx context.Context, r *component.Runner) error {
 			cs, err := localAdminClient(m.cfg)
 			if err != nil {
 				return err
@@ -80,7 +80,7 @@ func (m *Master) workerSteps() []component.Step {
 			if err != nil {
 				return fmt.Errorf("%w; workers cannot join until a master start applies them", err)
 			}
-			r.Printf("  workers join through %s (k8s-master token create --worker)", endpoint)
+			m.workerEndpoint = endpoint
 			return nil
 		}},
 		{Do: func(ctx context.Context, r *component.Runner) error {
