@@ -35,10 +35,33 @@ import (
 
 var joinLineRE = regexp.MustCompile(`^kubeadm join (\S+) --token ([a-z0-9]{6})\.([a-z0-9]{16}) --discovery-token-ca-cert-hash (sha256:[0-9a-f]{64})$`)
 
+// revokeWorkerToken makes a worker token, checks that it works, and
+// revokes it; checkWorkers checks later that it is refused. Early, since
+// the apiserver caches a token's success for 10 s.
+func revokeWorkerToken(t *testing.T, dir string, port int) string {
+	out, _, _ := runCLI(t, "token", "create", "--worker", "--data-dir", dir)
+	m := joinLineRE.FindStringSubmatch(strings.TrimSpace(out))
+	if m == nil {
+		t.Fatalf("token create --worker printed %q", out)
+	}
+	tok := m[2] + "." + m[3]
+	cs, err := kubernetes.NewForConfig(&rest.Config{Host: fmt.Sprintf("https://127.0.0.1:%d", port), BearerToken: tok, TLSClientConfig: rest.TLSClientConfig{CAFile: filepath.Join(dir, "pki", "ca.crt")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().ConfigMaps("kube-system").Get(context.Background(), "kubelet-config", metav1.GetOptions{}); err != nil {
+		t.Errorf("a fresh worker token: %v", err)
+	}
+	if out, stderr, code := runCLI(t, "token", "revoke", m[2], "--data-dir", dir); code != 0 || !strings.Contains(out, "worker token "+m[2]+" revoked") {
+		t.Errorf("token revoke %s: %d %q %s", m[2], code, out, stderr)
+	}
+	return tok
+}
+
 // checkWorkers plays a kubelet joining with a worker token, with client-go
 // where a kubelet would be: what the control plane gives it, and what it
-// refuses.
-func checkWorkers(t *testing.T, dir string, port int) {
+// refuses. revoked is revokeWorkerToken's.
+func checkWorkers(t *testing.T, dir string, port int, revoked string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	caFile := filepath.Join(dir, "pki", "ca.crt")
@@ -63,21 +86,6 @@ func checkWorkers(t *testing.T, dir string, port int) {
 	list, _, _ := runCLI(t, "token", "list", "--data-dir", dir)
 	if !regexp.MustCompile(`(?m)^worker\s+`+id+`\s+valid\s.*itest worker$`).MatchString(list) || !regexp.MustCompile(`(?m)^master\s`).MatchString(list) {
 		t.Errorf("token list shows no valid worker token %s beside the master token:\n%s", id, list)
-	}
-
-	// A token used once and revoked at once; checked last, since the
-	// apiserver caches a token's success for 10 s.
-	out, _, _ = runCLI(t, "token", "create", "--worker", "--data-dir", dir)
-	rm := joinLineRE.FindStringSubmatch(strings.TrimSpace(out))
-	if rm == nil {
-		t.Fatalf("token create --worker printed %q", out)
-	}
-	revoked := rm[2] + "." + rm[3]
-	if _, err := client(revoked, nil, nil).CoreV1().ConfigMaps("kube-system").Get(ctx, "kubelet-config", metav1.GetOptions{}); err != nil {
-		t.Errorf("a fresh worker token: %v", err)
-	}
-	if out, stderr, code := runCLI(t, "token", "revoke", rm[2], "--data-dir", dir); code != 0 || !strings.Contains(out, "worker token "+rm[2]+" revoked") {
-		t.Errorf("token revoke %s: %d %q %s", rm[2], code, out, stderr)
 	}
 
 	t.Run("cluster-info is public and signed; nothing else is", func(t *testing.T) {

@@ -116,12 +116,16 @@ func (a *csrApprover) Start(context.Context) error {
 }
 
 // Stop releases the lease (the apiserver still serves: components stop
-// in reverse order) so another master's approver takes over at once.
+// in reverse order) so another master's approver takes over at once. The
+// wait is short: an apiserver without etcd quorum would hold the release
+// up, and the others take the lease over when it expires anyway.
 func (a *csrApprover) Stop(ctx context.Context) error {
 	if a.cancel == nil {
 		return nil
 	}
 	a.cancel()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
 	return await(ctx, a.done, "the CSR approver is still releasing its lease")
 }
 
