@@ -10,21 +10,16 @@ import (
 // clusterName is the cluster's name in kubeconfigs, kubeadm's.
 const clusterName = "kubernetes"
 
-// clusterKubeconfig is a kubeconfig naming the cluster (server and CA)
-// with, when user is not nil, one user: cluster-info holds it without a
-// user, a bootstrap kubeconfig with the token's.
-func clusterKubeconfig(server string, caPEM []byte, userName string, user *clientcmdapi.AuthInfo) ([]byte, error) {
+// clusterInfoKubeconfig is cluster-info's kubeconfig: one unnamed
+// cluster (server and CA) and nothing else, as kubeadm writes it; kubeadm's
+// discovery looks for the unnamed cluster first.
+func clusterInfoKubeconfig(server string, caPEM []byte) ([]byte, error) {
 	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters[clusterName] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: caPEM}
-	if user != nil {
-		cfg.AuthInfos[userName] = user
-		cfg.Contexts[userName+"@"+clusterName] = &clientcmdapi.Context{Cluster: clusterName, AuthInfo: userName}
-		cfg.CurrentContext = userName + "@" + clusterName
-	} else {
-		// kubeadm's cluster-info has an empty user and context too.
-		cfg.AuthInfos[""] = &clientcmdapi.AuthInfo{}
-		cfg.Contexts[""] = &clientcmdapi.Context{Cluster: clusterName}
-	}
+	cfg.Clusters[""] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: caPEM}
+	return write(cfg)
+}
+
+func write(cfg *clientcmdapi.Config) ([]byte, error) {
 	data, err := clientcmd.Write(*cfg)
 	if err != nil {
 		return nil, fmt.Errorf("encode kubeconfig: %w", err)
@@ -37,5 +32,11 @@ func clusterKubeconfig(server string, caPEM []byte, userName string, user *clien
 // server (https://VIP:port when there is a VIP), the cluster CA embedded
 // and the worker token.
 func BootstrapKubeconfig(server string, caPEM []byte, t Token) ([]byte, error) {
-	return clusterKubeconfig(server, caPEM, "tls-bootstrap-token-user", &clientcmdapi.AuthInfo{Token: t.String()})
+	const user = "tls-bootstrap-token-user"
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters[clusterName] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: caPEM}
+	cfg.AuthInfos[user] = &clientcmdapi.AuthInfo{Token: t.String()}
+	cfg.Contexts[user+"@"+clusterName] = &clientcmdapi.Context{Cluster: clusterName, AuthInfo: user}
+	cfg.CurrentContext = user + "@" + clusterName
+	return write(cfg)
 }

@@ -135,7 +135,7 @@ func ClusterInfoEndpoint(ctx context.Context, cs kubernetes.Interface) (string, 
 	if err != nil {
 		return "", nil // unreadable: replaced below
 	}
-	if c := cfg.Clusters[clusterName]; c != nil {
+	if c := cfg.Clusters[""]; c != nil {
 		return hostPort(c.Server), nil
 	}
 	return "", nil
@@ -154,7 +154,7 @@ func hostPort(server string) string {
 // trusted), kubeadm-config and kubelet-config (kube-system, read by
 // `kubeadm join` with the token).
 func configMaps(s Settings, endpoint string) ([]*corev1ac.ConfigMapApplyConfiguration, error) {
-	info, err := clusterKubeconfig(ClusterInfoServer(endpoint), s.CAPEM, "", nil)
+	info, err := clusterInfoKubeconfig(ClusterInfoServer(endpoint), s.CAPEM)
 	if err != nil {
 		return nil, err
 	}

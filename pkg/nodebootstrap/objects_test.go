@@ -7,6 +7,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 func TestChooseEndpoint(t *testing.T) {
@@ -115,5 +116,22 @@ func TestApply(t *testing.T) {
 	s3.MasterEndpoints = []string{"192.0.2.2:6443"}
 	if ep, err := Apply(ctx, cs, s3); err != nil || ep != "192.0.2.2:6443" {
 		t.Fatalf("Apply after the first master left = %s, %v", ep, err)
+	}
+}
+
+// cluster-info's kubeconfig is what kubeadm's discovery reads: one
+// unnamed cluster with the server and the CA.
+func TestClusterInfoKubeconfig(t *testing.T) {
+	data, err := clusterInfoKubeconfig("https://192.0.2.50:6443", []byte("CA"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := clientcmd.Load(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Clusters[""]
+	if len(cfg.Clusters) != 1 || c == nil || c.Server != "https://192.0.2.50:6443" || string(c.CertificateAuthorityData) != "CA" || len(cfg.AuthInfos) != 0 {
+		t.Errorf("cluster-info kubeconfig:\n%s", data)
 	}
 }
