@@ -152,3 +152,23 @@ func TestJoinCommandAndKubeconfig(t *testing.T) {
 		t.Errorf("bootstrap kubeconfig:\n%s", data)
 	}
 }
+
+// Whatever parses is a worker token that prints back the same, and is
+// never also taken for a master token's km1: form.
+func FuzzParseToken(f *testing.F) {
+	for _, s := range []string{"abcdef.0123456789abcdef", " abcdef.0123456789abcdef\n", "km1:abcdef.0123456789abcdef@1.2.3.4:9443/sha256:00", "ABCDEF.0123456789abcdef", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tok, err := ParseToken(s)
+		if err != nil {
+			if IsWorkerToken(s) {
+				t.Fatalf("%q: IsWorkerToken but ParseToken fails: %v", s, err)
+			}
+			return
+		}
+		if !IsWorkerToken(s) || tok.String() != strings.TrimSpace(s) || len(tok.ID) != 6 || len(tok.Secret) != 16 || strings.HasPrefix(tok.String(), "km1:") {
+			t.Fatalf("%q parsed as %+v", s, tok)
+		}
+	})
+}
