@@ -118,6 +118,11 @@ func TestHA(t *testing.T) {
 	if leaders != 1 {
 		t.Errorf("%d etcd leaders", leaders)
 	}
+	// Without a VIP, workers are sent to the first master: the joiners'
+	// starts left cluster-info as m1 published it.
+	if line := l.mustRun(3, "token", "create", "--worker", "--data-dir", l.dataDir(3)); !strings.HasPrefix(line, "kubeadm join "+l.addr(1)+":6443 --token ") {
+		t.Errorf("m3's worker join line %q, want one naming m1 (%s:6443)", line, l.addr(1))
+	}
 
 	t.Run("written through m1, read through m3", func(t *testing.T) {
 		l.mustKubectl(1, "create", "configmap", "from-m1", "--from-literal=k=v1")

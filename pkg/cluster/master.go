@@ -96,6 +96,9 @@ type Master struct {
 	stopRequested chan struct{}
 	stopOnce      sync.Once
 
+	// workerEndpoint is where cluster-info sends workers (host:port).
+	workerEndpoint string
+
 	// Token is the join token init made, "" otherwise.
 	Token string
 }
@@ -253,6 +256,9 @@ func (m *Master) servingSteps() []component.Step {
 	steps = append(steps, component.Step{Do: func(ctx context.Context, r *component.Runner) error {
 		return r.Start(ctx, &spaceKeeper{k: etcdspace.New(m.etcdClient, m.cfg.LocalEtcdURL(), etcdspace.Options{})})
 	}})
+	if m.parts.workers != nil {
+		steps = append(steps, m.parts.workers(m)...)
+	}
 	if c := m.cfg; c.SnapshotInterval > 0 {
 		steps = append(steps, component.Step{
 			Name: fmt.Sprintf("scheduled snapshots (every %s, keep %d, in %s)", c.SnapshotInterval, c.SnapshotRetention, c.SnapshotDir),
@@ -351,6 +357,9 @@ func (m *Master) printReady() {
 		p.Printf("join token (valid 24 h, also in %s):", m.cfg.Layout().Token())
 		p.Printf("  %s", m.Token)
 		p.Printf("add a master: k8s-master join --token <token>")
+	}
+	if m.workerEndpoint != "" {
+		p.Printf("add a worker: k8s-master token create --worker prints its kubeadm join line (apiserver %s)", m.workerEndpoint)
 	}
 }
 
