@@ -12,6 +12,7 @@ import (
 
 	"github.com/k8s-master/k8s-master/pkg/component"
 	"github.com/k8s-master/k8s-master/pkg/config"
+	"github.com/k8s-master/k8s-master/pkg/csrapprover"
 	"github.com/k8s-master/k8s-master/pkg/datadir"
 	"github.com/k8s-master/k8s-master/pkg/etcd"
 	"github.com/k8s-master/k8s-master/pkg/pki"
@@ -35,8 +36,8 @@ type RestoreOptions struct {
 // (status would list masters that are gone), the VIP holder's election key
 // (a dead holder blocks the campaign until its lease runs out), the
 // apiserver endpoint leases (the kubernetes Service would point at the old
-// masters), and the controller-manager's and scheduler's leader leases (a
-// new leader would wait out the old one's 15 s).
+// masters), and the controller-manager's, scheduler's and CSR approver's
+// leader leases (a new leader would wait out the old one's term).
 var staleKeys = []struct {
 	key    string
 	prefix bool
@@ -47,6 +48,7 @@ var staleKeys = []struct {
 	{"/registry/masterleases/", true},
 	{"/registry/leases/kube-system/kube-controller-manager", false},
 	{"/registry/leases/kube-system/kube-scheduler", false},
+	{"/registry/leases/kube-system/" + csrapprover.LeaseName, false},
 }
 
 // Restore makes this machine the first master of a cluster rebuilt from a
