@@ -68,6 +68,7 @@ func TestSingleMaster(t *testing.T) {
 	}
 	cs := clientset(t, dir)
 	ctx := context.Background()
+	revoked := revokeWorkerToken(t, dir, p.API)
 
 	t.Run("one holder per leader lease", func(t *testing.T) {
 		for _, name := range []string{"kube-controller-manager", "kube-scheduler"} {
@@ -111,6 +112,8 @@ func TestSingleMaster(t *testing.T) {
 			return nil
 		})
 	})
+
+	t.Run("workers: tokens, cluster-info, CSRs", func(t *testing.T) { checkWorkers(t, dir, p.API, revoked) })
 
 	t.Run("secrets are encrypted at rest", func(t *testing.T) {
 		_, err := cs.CoreV1().Secrets("default").Create(ctx, &corev1.Secret{

@@ -24,7 +24,8 @@ import (
 // status, leave, member.
 func addClusterCommands(root *cobra.Command, dataDir *string) {
 	root.AddCommand(newJoinCommand(dataDir), newTokenCommand(dataDir), newStatusCommand(dataDir),
-		newLeaveCommand(dataDir), newMemberCommand(dataDir), newSnapshotCommand(dataDir), newRestoreCommand(dataDir), newCertsCommand(dataDir))
+		newLeaveCommand(dataDir), newMemberCommand(dataDir), newSnapshotCommand(dataDir), newRestoreCommand(dataDir), newCertsCommand(dataDir),
+		newWorkerCommand(dataDir))
 }
 
 func newJoinCommand(dataDir *string) *cobra.Command {
@@ -99,16 +100,38 @@ func withAdmin(dataDir *string, fn func(ctx context.Context, a *cluster.Admin) e
 }
 
 func newTokenCommand(dataDir *string) *cobra.Command {
-	cmd := &cobra.Command{Use: "token", Short: "Create, list and revoke join tokens"}
+	cmd := &cobra.Command{Use: "token", Short: "Create, list and revoke join tokens of masters and workers"}
 	var ttl time.Duration
 	var usages int
 	var description string
+	var worker bool
 	create := &cobra.Command{
-		Use:   "create",
-		Short: "Create a join token and print it (only the token, on standard output)",
-		Args:  cobra.NoArgs,
+		Use:   "create [--worker]",
+		Short: "Create a join token and print it (a master token; with --worker, the kubeadm join line for a worker)",
+		Long: `Without --worker: a master token (km1:...) for k8s-master join, printed alone
+on standard output.
+
+With --worker: a standard bootstrap token (<6>.<16>, a Secret in kube-system
+that the token cleaner deletes once expired) for a worker node, printed as the
+line to run on the worker:
+
+  kubeadm join <VIP or master>:<port> --token <token> --discovery-token-ca-cert-hash sha256:<pin>
+
+A worker without kubeadm uses it through k8s-master worker kubeconfig.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if worker && cmd.Flags().Changed("usages") {
+				return fmt.Errorf("--usages is for master tokens; a worker token can be used until it expires or is revoked")
+			}
 			return withAdmin(dataDir, func(ctx context.Context, a *cluster.Admin) error {
+				if worker {
+					_, line, err := a.CreateWorkerToken(ctx, ttl, description)
+					if err != nil {
+						return err
+					}
+					fmt.Fprintln(cmd.OutOrStdout(), line)
+					return nil
+				}
 				tok, err := a.CreateToken(ctx, ttl, usages, description)
 				if err != nil {
 					return err
@@ -118,14 +141,15 @@ func newTokenCommand(dataDir *string) *cobra.Command {
 			})
 		},
 	}
+	create.Flags().BoolVar(&worker, "worker", false, "make a worker (bootstrap) token and print its kubeadm join line")
 	create.Flags().DurationVar(&ttl, "ttl", 24*time.Hour, "how long the token is valid")
-	create.Flags().IntVar(&usages, "usages", 0, "how many joins it allows (0: no limit until it expires)")
+	create.Flags().IntVar(&usages, "usages", 0, "how many joins a master token allows (0: no limit until it expires)")
 	create.Flags().StringVar(&description, "description", "", "a note shown by token list")
 
 	var output string
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List join tokens (never their secrets)",
+		Short: "List master and worker join tokens (never their secrets)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return withAdmin(dataDir, func(ctx context.Context, a *cluster.Admin) error {
@@ -133,21 +157,32 @@ func newTokenCommand(dataDir *string) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				workers, err := a.ListWorkerTokens(ctx)
+				if err != nil {
+					return err
+				}
 				if output == "json" {
 					for i := range recs {
 						recs[i].SecretHash = ""
 					}
-					return printJSON(cmd.OutOrStdout(), recs)
+					return printJSON(cmd.OutOrStdout(), map[string]any{"master": recs, "worker": workers})
 				}
 				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(w, "ID\tSTATE\tEXPIRES\tUSES\tDESCRIPTION")
+				fmt.Fprintln(w, "KIND\tID\tSTATE\tEXPIRES\tUSES\tDESCRIPTION")
 				now := time.Now()
 				for _, r := range recs {
 					uses := fmt.Sprint(r.Uses)
 					if r.UsageLimit > 0 {
 						uses += fmt.Sprintf("/%d", r.UsageLimit)
 					}
-					fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.ID, r.State(now), r.Expires.Local().Format(time.RFC3339), uses, r.Description)
+					fmt.Fprintf(w, "master\t%s\t%s\t%s\t%s\t%s\n", r.ID, r.State(now), r.Expires.Local().Format(time.RFC3339), uses, r.Description)
+				}
+				for _, r := range workers {
+					expires := "never"
+					if !r.Expires.IsZero() {
+						expires = r.Expires.Local().Format(time.RFC3339)
+					}
+					fmt.Fprintf(w, "worker\t%s\t%s\t%s\t-\t%s\n", r.ID, r.State(now), expires, r.Description)
 				}
 				return w.Flush()
 			})
@@ -157,18 +192,20 @@ func newTokenCommand(dataDir *string) *cobra.Command {
 
 	revoke := &cobra.Command{
 		Use:   "revoke TOKEN-ID",
-		Short: "Revoke a join token",
+		Short: "Revoke a master or worker join token (by ID, or the whole token)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return withAdmin(dataDir, func(ctx context.Context, a *cluster.Admin) error {
-				id := args[0]
-				if tok, err := parseMaybeToken(id); err == nil {
-					id = tok
-				}
-				if err := a.Store().RevokeToken(ctx, id); err != nil {
+				kind, err := a.RevokeToken(ctx, args[0])
+				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "token %s revoked\n", id)
+				id := args[0]
+				if t, err := parseMaybeToken(id); err == nil {
+					id = t
+				}
+				id, _, _ = strings.Cut(id, ".")
+				fmt.Fprintf(cmd.OutOrStdout(), "%s token %s revoked\n", kind, id)
 				return nil
 			})
 		},

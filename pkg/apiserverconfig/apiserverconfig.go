@@ -43,8 +43,14 @@ resources:
 	return fsutil.WriteFileAtomic(path, []byte(doc), 0o600)
 }
 
+// ClusterInfoPath is the one API object anonymous requests may reach:
+// kube-public/cluster-info, which a joining worker reads before it trusts
+// the cluster (it checks the bootstrap token's signature on it and the CA
+// pin). RBAC grants system:anonymous only get on it (pkg/nodebootstrap).
+const ClusterInfoPath = "/api/v1/namespaces/kube-public/configmaps/cluster-info"
+
 // WriteAuthenticationConfig writes the structured authentication config
-// that limits anonymous access to the health endpoints.
+// that limits anonymous access to the health endpoints and cluster-info.
 func WriteAuthenticationConfig(l layout.Layout) error {
 	doc := `apiVersion: apiserver.config.k8s.io/v1
 kind: AuthenticationConfiguration
@@ -54,6 +60,7 @@ anonymous:
   - path: /livez
   - path: /readyz
   - path: /healthz
+  - path: ` + ClusterInfoPath + `
 `
 	return fsutil.WriteFileAtomic(l.AuthenticationConfig(), []byte(doc), 0o600)
 }

@@ -62,6 +62,9 @@ type builder struct {
 	admit         func(ctx context.Context, tok join.Token, req join.Request, waiting func(string)) (*join.Response, error)
 	promote       func(ctx context.Context, c *config.Config, resp *join.Response) error
 	removeLearner func(c *config.Config, resp *join.Response) error
+	// workers are the steps that serve worker nodes (objects for kubelets
+	// and kubeadm, the serving-CSR approver); nil: none.
+	workers func(m *Master) []component.Step
 }
 
 // realParts builds the upstream components.
@@ -90,6 +93,7 @@ var realParts = builder{
 	admit:         join.Send,
 	promote:       promote,
 	removeLearner: removeLearner,
+	workers:       (*Master).workerSteps,
 }
 
 // etcdMember is the embedded etcd member.

@@ -95,6 +95,9 @@ type Master struct {
 	stopRequested chan struct{}
 	stopOnce      sync.Once
 
+	// workerEndpoint is where cluster-info sends workers (host:port).
+	workerEndpoint string
+
 	// Token is the join token init made, "" otherwise.
 	Token string
 }
@@ -249,6 +252,9 @@ func (m *Master) servingSteps() []component.Step {
 			return nil
 		}},
 	}
+	if m.parts.workers != nil {
+		steps = append(steps, m.parts.workers(m)...)
+	}
 	if c := m.cfg; c.SnapshotInterval > 0 {
 		steps = append(steps, component.Step{
 			Name: fmt.Sprintf("scheduled snapshots (every %s, keep %d, in %s)", c.SnapshotInterval, c.SnapshotRetention, c.SnapshotDir),
@@ -347,6 +353,9 @@ func (m *Master) printReady() {
 		p.Printf("join token (valid 24 h, also in %s):", m.cfg.Layout().Token())
 		p.Printf("  %s", m.Token)
 		p.Printf("add a master: k8s-master join --token <token>")
+	}
+	if m.workerEndpoint != "" {
+		p.Printf("add a worker: k8s-master token create --worker prints its kubeadm join line (apiserver %s)", m.workerEndpoint)
 	}
 }
 

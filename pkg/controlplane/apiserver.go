@@ -59,6 +59,12 @@ func apiServerArgs(c *config.Config) []string {
 		"--kubelet-client-certificate=" + pki.CertPath(p, pki.APIServerKubeletClient),
 		"--kubelet-client-key=" + pki.KeyPath(p, pki.APIServerKubeletClient),
 		"--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname",
+		// Kubelets serve with certificates from the cluster CA (their
+		// kubelet-serving CSRs, see pkg/csrapprover): logs and exec check
+		// them.
+		"--kubelet-certificate-authority=" + pki.CertPath(p, pki.ClusterCA),
+		// Workers join with bootstrap tokens (pkg/nodebootstrap).
+		"--enable-bootstrap-token-auth=true",
 		"--proxy-client-cert-file=" + pki.CertPath(p, pki.FrontProxyClient),
 		"--proxy-client-key-file=" + pki.KeyPath(p, pki.FrontProxyClient),
 		"--requestheader-client-ca-file=" + pki.CertPath(p, pki.FrontProxyCA),

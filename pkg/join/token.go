@@ -12,6 +12,8 @@ import (
 	"net"
 	"strconv"
 	"strings"
+
+	"github.com/k8s-master/k8s-master/pkg/nodebootstrap"
 )
 
 // A join token is one string a person can paste:
@@ -57,6 +59,9 @@ func ParseToken(s string) (Token, error) {
 		return Token{}, fmt.Errorf("%w: %s (expected km1:<id>.<secret>@<host:port>,.../sha256:<pin>, as printed by k8s-master init or token create)", ErrMalformed, why)
 	}
 	s = strings.TrimSpace(s)
+	if nodebootstrap.IsWorkerToken(s) {
+		return Token{}, fmt.Errorf("%w: this is a worker token (<6>.<16>, made by k8s-master token create --worker), for kubeadm join or a kubelet's bootstrap kubeconfig on a worker; a master joins with a master token (km1:..., from k8s-master token create)", ErrMalformed)
+	}
 	rest, ok := strings.CutPrefix(s, tokenPrefix)
 	if !ok {
 		return bad("it does not start with " + tokenPrefix)

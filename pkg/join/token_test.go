@@ -110,3 +110,11 @@ func FuzzParseToken(f *testing.F) {
 		}
 	})
 }
+
+// A worker token given where a master token is expected is named as such.
+func TestParseTokenRefusesWorkerToken(t *testing.T) {
+	_, err := ParseToken("abcdef.0123456789abcdef")
+	if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), "this is a worker token") || !strings.Contains(err.Error(), "k8s-master token create") {
+		t.Errorf("ParseToken(worker token) = %v", err)
+	}
+}
