@@ -384,8 +384,8 @@ func (l *workerLab) refuseBadJoins(t *testing.T, w *worker) {
 	}
 	// A master token is not even a bootstrap token to kubeadm.
 	out, err, timedOut := w.runFor(30*time.Second, append([]string{"kubeadm", "join", testVIP + ":6443", "--token", master, "--discovery-token-ca-cert-hash", hash}, kubeadmJoinArgs...)...)
-	if err == nil || timedOut {
-		t.Errorf("kubeadm join with the master token: %v (timed out: %v), want a refusal:\n%s", err, timedOut, tail(out, 15))
+	if err == nil || timedOut || !strings.Contains(out, "the bootstrap token is invalid") {
+		t.Errorf("kubeadm join with the master token: %v (timed out: %v), want \"the bootstrap token is invalid\":\n%s", err, timedOut, tail(out, 15))
 	}
 	bad["master"] = master
 	for what, tok := range bad {
