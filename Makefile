@@ -60,7 +60,8 @@ bench-failover: build
 	scripts/bench-failover.sh
 
 bench-worker-join: build worker-parts
-	scripts/bench-worker-join.sh
+	scripts/bench-worker-join.sh --auth bootstrap
+	scripts/bench-worker-join.sh --auth kubeadm
 
 # The reliability lab, full run: every fault 5 times; the report goes to
 # docs/ (make test runs it once per fault, report in the test's temp dir).

@@ -29,7 +29,9 @@
 # writes containerd's config (sandbox image = the local pause image, Debian's
 # runc, restrict_oom_score_adj because this machine's root lacks
 # CAP_SYS_RESOURCE), a bridge CNI config and /var/lib/kubelet/config.yaml
-# with what only this machine needs (cgroup v1 allowed, cgroupfs driver, a
+# for a kubelet joining without kubeadm (the settings of the cluster's
+# kubelet-config: webhook authn/authz, client certificate rotation, serving
+# certificate from a kubelet-serving CSR) with what only this machine needs (cgroup v1 allowed, cgroupfs driver, a
 # cgroup root per worker so two kubelets never clean up each other's pods);
 # kubeadm join can apply the same through /etc/kubernetes/lab-patches.
 # Routes between workers carry pod traffic by pod IP.
@@ -202,8 +204,8 @@ authentication:
     clientCAFile: /etc/kubernetes/pki/ca.crt
 authorization:
   mode: Webhook
-tlsCertFile: /var/lib/kubelet/pki/kubelet.crt
-tlsPrivateKeyFile: /var/lib/kubelet/pki/kubelet.key
+rotateCertificates: true
+serverTLSBootstrap: true
 clusterDomain: cluster.local
 resolvConf: /etc/resolv.conf
 podLogsDir: /var/log/pods

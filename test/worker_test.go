@@ -2,12 +2,17 @@ package test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,11 +20,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/k8s-master/k8s-master/pkg/kubeconfig"
 	"github.com/k8s-master/k8s-master/pkg/pki"
 )
 
@@ -29,7 +34,7 @@ const labBusybox = "localhost/k8s-master-lab/busybox:1"
 
 var (
 	joinRounds = flag.Int("workerjoin.rounds", 0, "TestWorkerJoinBench: kubelet starts to measure (0: skip the bench)")
-	joinAuth   = flag.String("workerjoin.auth", "cert", "TestWorkerJoinBench: cert (a client certificate issued by hand) or bootstrap (a bootstrap token kubeconfig)")
+	joinAuth   = flag.String("workerjoin.auth", "bootstrap", "TestWorkerJoinBench: bootstrap (a kubelet with a bootstrap kubeconfig) or kubeadm (kubeadm join)")
 )
 
 // workerParts returns the directory scripts/worker-parts.sh builds kubelet,
@@ -167,94 +172,243 @@ func (w *worker) writeFile(path string, data []byte, mode os.FileMode) {
 	}
 }
 
-// issueKubeletCerts does by hand what the TLS bootstrap does: a client
-// certificate for system:node:<name> in system:nodes, in the kubeconfig the
-// kubelet uses (server: the VIP), and a serving certificate for the node's
-// name and address, both from the cluster CA of master 1.
-func (w *worker) issueKubeletCerts(server string) {
-	t := w.l.t
-	t.Helper()
-	pkiDir := filepath.Join(w.l.dataDir(1), "pki")
-	ca, err := pki.LoadCA(pkiDir, pki.ClusterCA)
-	if err != nil {
-		t.Fatalf("the cluster CA of m1: %v", err)
+// workerToken makes a worker token on m1 with k8s-master token create
+// --worker and returns the kubeadm join line it prints and the token in it.
+func (l *workerLab) workerToken(args ...string) (line, token string) {
+	l.t.Helper()
+	line = strings.TrimSpace(l.mustRun(1, append([]string{"token", "create", "--worker", "--data-dir", l.dataDir(1)}, args...)...))
+	f := strings.Fields(line)
+	i := slices.Index(f, "--token")
+	if len(f) < 3 || f[0] != "kubeadm" || f[1] != "join" || i < 0 || i+1 >= len(f) || !slices.Contains(f, "--discovery-token-ca-cert-hash") {
+		l.t.Fatalf("token create --worker printed %q, want a kubeadm join line with --token and --discovery-token-ca-cert-hash", line)
 	}
-	caPEM, err := os.ReadFile(pki.CertPath(pkiDir, pki.ClusterCA))
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.writeFile("etc/kubernetes/pki/ca.crt", caPEM, 0o644)
-	now := time.Now()
-	for _, spec := range []pki.LeafSpec{
-		{Name: "kubelet-client", CommonName: "system:node:" + w.name(), Organization: []string{"system:nodes"}, Usage: pki.ClientAuth},
-		{Name: "kubelet", CommonName: w.name(), DNSNames: []string{w.name()}, IPs: []net.IP{net.ParseIP(w.ip())}, Usage: pki.ServerAuth},
-	} {
-		cert, key, err := ca.IssueLeaf(spec, now)
-		if err != nil {
-			t.Fatal(err)
-		}
-		w.writeFile("var/lib/kubelet/pki/"+spec.Name+".crt", cert, 0o644)
-		w.writeFile("var/lib/kubelet/pki/"+spec.Name+".key", key, 0o600)
-	}
-	dir := filepath.Join(w.root(), "var/lib/kubelet/pki")
-	if err := kubeconfig.Write(kubeconfig.Spec{
-		Path: filepath.Join(w.root(), "etc/kubernetes/kubelet.conf"), ClusterName: "kubernetes", User: "system:node:" + w.name(), Server: server,
-		CAFile: filepath.Join(w.root(), "etc/kubernetes/pki/ca.crt"), CertFile: pki.CertPath(dir, "kubelet-client"), KeyFile: pki.KeyPath(dir, "kubelet-client"),
-	}); err != nil {
-		t.Fatal(err)
-	}
+	return line, f[i+1]
 }
 
-// writeBootstrapKubeconfig makes a standard bootstrap token (a
-// bootstrap.kubernetes.io/token Secret) and a bootstrap kubeconfig that
-// presents it: the kubelet then asks for its client certificate itself.
-// It needs the control plane's bootstrap-token authentication and CSR
-// approval.
-func (w *worker) writeBootstrapKubeconfig(server string) {
+// writeBootstrapKubeconfig does what a user joining without kubeadm does:
+// the cluster CA in /etc/kubernetes/pki/ca.crt (the kubelet's clientCAFile)
+// and the bootstrap kubeconfig k8s-master worker kubeconfig writes for the
+// token, so that the kubelet asks for its client certificate itself.
+func (w *worker) writeBootstrapKubeconfig(token string) {
 	t := w.l.t
 	t.Helper()
-	b := make([]byte, 11)
-	rand.Read(b)
-	h := hex.EncodeToString(b)
-	id, secret := h[:6], h[6:22]
-	w.l.mustKubectl(1, "-n", "kube-system", "create", "secret", "generic", "bootstrap-token-"+id, "--type", "bootstrap.kubernetes.io/token",
-		"--from-literal=token-id="+id, "--from-literal=token-secret="+secret,
-		"--from-literal=usage-bootstrap-authentication=true", "--from-literal=usage-bootstrap-signing=true",
-		"--from-literal=auth-extra-groups=system:bootstrappers:kubeadm:default-node-token",
-		"--from-literal=expiration="+time.Now().Add(time.Hour).UTC().Format(time.RFC3339))
 	caPEM, err := os.ReadFile(pki.CertPath(filepath.Join(w.l.dataDir(1), "pki"), pki.ClusterCA))
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.writeFile("etc/kubernetes/pki/ca.crt", caPEM, 0o644)
-	w.writeFile("etc/kubernetes/bootstrap-kubelet.conf", []byte(fmt.Sprintf(`apiVersion: v1
-kind: Config
-clusters:
-- name: kubernetes
-  cluster:
-    server: %s
-    certificate-authority: /etc/kubernetes/pki/ca.crt
-users:
-- name: tls-bootstrap-token-user
-  user:
-    token: %s.%s
-contexts:
-- name: tls-bootstrap
-  context:
-    cluster: kubernetes
-    user: tls-bootstrap-token-user
-current-context: tls-bootstrap
-`, server, id, secret)), 0o600)
+	w.writeFile("etc/kubernetes/bootstrap-kubelet.conf", []byte(w.l.mustRun(1, "worker", "kubeconfig", "--token", token, "--data-dir", w.l.dataDir(1))), 0o600)
 }
 
-// startKubelet runs the kubelet with the lab's config; with bootstrap it
-// starts from the bootstrap kubeconfig instead of a client certificate.
-func (w *worker) startKubelet(bootstrap bool) *daemon {
-	args := []string{"kubelet", "--config=/var/lib/kubelet/config.yaml", "--kubeconfig=/etc/kubernetes/kubelet.conf", "--node-ip=" + w.ip()}
-	if bootstrap {
-		args = append(args, "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf")
+// startKubelet runs the kubelet with the lab's config and the bootstrap
+// kubeconfig (used until it has a client certificate of its own).
+func (w *worker) startKubelet() *daemon {
+	return w.start("kubelet", "kubelet", "--config=/var/lib/kubelet/config.yaml", "--kubeconfig=/etc/kubernetes/kubelet.conf",
+		"--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf", "--node-ip="+w.ip())
+}
+
+// kubeadmJoinArgs are what the lab adds to the printed kubeadm join line:
+// containerd's socket (kubeadm would otherwise ask the CRI which of the
+// known sockets to use), the lab's kubelet patch (cgroup v1 allowed, the
+// cgroupfs driver, a cgroup root per worker; scripts/netns-lab.sh), and
+// the one preflight error only this machine raises: SystemVerification
+// (the kernel runs cgroup v1, which kubeadm's system check refuses for
+// kubelet 1.35+ unless skipped; the patch sets failCgroupV1: false).
+var kubeadmJoinArgs = []string{"--cri-socket", "unix:///run/containerd/containerd.sock", "--patches", "/etc/kubernetes/lab-patches",
+	"--ignore-preflight-errors", "SystemVerification"}
+
+// kubeadmJoin runs the join line on the worker the way kubeadm's systemd
+// drop-in would, without systemd: kubeadm's kubelet-start phase writes
+// /var/lib/kubelet/config.yaml, /var/lib/kubelet/kubeadm-flags.env and
+// /etc/kubernetes/bootstrap-kubelet.conf, finds no init system to restart
+// the kubelet with, and waits for the kubelet's healthz and TLS bootstrap;
+// the lab starts the kubelet with the flags of kubeadm's drop-in
+// (10-kubeadm.conf) and of kubeadm-flags.env. It returns the kubelet once
+// kubeadm join has succeeded.
+func (w *worker) kubeadmJoin(line string) *daemon {
+	t := w.l.t
+	t.Helper()
+	args := append(strings.Fields(line), kubeadmJoinArgs...)
+	join := w.start("kubeadm-join", args...)
+	flagsFile := filepath.Join(w.root(), "var/lib/kubelet/kubeadm-flags.env")
+	var flags []string
+	eventually(t, time.Minute, "kubeadm join on "+w.name()+" writes kubeadm-flags.env", func() error {
+		select {
+		case <-join.done:
+			data, _ := os.ReadFile(join.log)
+			t.Fatalf("kubeadm join on %s exited before the kubelet-start phase:\n%s", w.name(), tail(string(data), 30))
+		default:
+		}
+		data, err := os.ReadFile(flagsFile)
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Split(string(data), "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "KUBELET_KUBEADM_ARGS="); ok {
+				flags = strings.Fields(strings.Trim(v, `"`))
+				return nil
+			}
+		}
+		return fmt.Errorf("no KUBELET_KUBEADM_ARGS in %q yet", data)
+	})
+	// --node-ip is the lab's KUBELET_EXTRA_ARGS (/etc/default/kubelet for
+	// the drop-in): its hosts have no default route, from which a kubelet
+	// otherwise picks its node address.
+	k := w.start("kubelet", append(append([]string{"kubelet", "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
+		"--kubeconfig=/etc/kubernetes/kubelet.conf", "--config=/var/lib/kubelet/config.yaml"}, flags...), "--node-ip="+w.ip())...)
+	select {
+	case <-join.done:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("kubeadm join on %s still running 2 min after the kubelet started", w.name())
 	}
-	return w.start("kubelet", args...)
+	if !join.cmd.ProcessState.Success() {
+		data, _ := os.ReadFile(join.log)
+		t.Fatalf("kubeadm join on %s: %v\n%s", w.name(), join.cmd.ProcessState, tail(string(data), 30))
+	}
+	return k
+}
+
+// clientCert is the client certificate the worker's kubelet uses now
+// (kubelet-client-current.pem links to the newest).
+func (w *worker) clientCert() *x509.Certificate {
+	t := w.l.t
+	t.Helper()
+	link := filepath.Join(w.root(), "var/lib/kubelet/pki/kubelet-client-current.pem")
+	target, err := os.Readlink(link)
+	if err != nil {
+		t.Fatalf("%s: %v", w.name(), err)
+	}
+	if filepath.IsAbs(target) {
+		target = filepath.Join(w.root(), target) // a path on the worker
+	} else {
+		target = filepath.Join(filepath.Dir(link), target)
+	}
+	data, err := os.ReadFile(target)
+	if err != nil {
+		t.Fatalf("%s: %v", w.name(), err)
+	}
+	for b, rest := pem.Decode(data); b != nil; b, rest = pem.Decode(rest) {
+		if b.Type == "CERTIFICATE" {
+			c, err := x509.ParseCertificate(b.Bytes)
+			if err != nil {
+				t.Fatalf("%s: %s: %v", w.name(), target, err)
+			}
+			return c
+		}
+	}
+	t.Fatalf("%s: no certificate in %s", w.name(), target)
+	return nil
+}
+
+// runFor runs a command on the worker for at most d; timedOut says
+// whether it was still running then (and killed).
+func (w *worker) runFor(d time.Duration, args ...string) (out string, err error, timedOut bool) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	b, err := w.l.cmdContext(ctx, append([]string{"wrun", strconv.Itoa(w.i)}, args...)...).CombinedOutput()
+	return string(b), err, ctx.Err() != nil
+}
+
+// refuseBadJoins tries to join w with what must not admit a worker and
+// checks that nothing came of it: garbage, expired and revoked worker
+// tokens in kubeadm join (discovery finds no cluster-info signature for
+// them) and in a bootstrap kubeconfig (the apiserver answers 401 to the
+// kubelet's CSR), a master token in both, and a worker token given to
+// k8s-master join. It runs before any worker has joined: there must still
+// be no Node and no CSR afterwards.
+func (l *workerLab) refuseBadJoins(t *testing.T, w *worker) {
+	t.Helper()
+	good, goodTok := l.workerToken("--description", "for the CA pin")
+	f := strings.Fields(good)
+	hash := f[slices.Index(f, "--discovery-token-ca-cert-hash")+1]
+	_, expired := l.workerToken("--ttl", "1s", "--description", "expires at once")
+	_, revoked := l.workerToken("--description", "revoked before use")
+	kubeconfigYAML := l.mustRun(1, "worker", "kubeconfig", "--token", revoked, "--data-dir", l.dataDir(1))
+	l.mustRun(1, "token", "revoke", "--data-dir", l.dataDir(1), revoked[:6])
+	b := make([]byte, 8)
+	rand.Read(b)
+	garbage := "zz" + hex.EncodeToString(b)[:4] + "." + hex.EncodeToString(b) // well-formed, never issued
+	masterTok, err := os.ReadFile(filepath.Join(l.dataDir(1), "token"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	master := strings.TrimSpace(string(masterTok))
+	// The bootstrap signer drops the cluster-info signatures of the revoked
+	// token at once and of the expired one once the token cleaner has
+	// deleted it (its expiry is whole seconds).
+	eventually(t, 30*time.Second, "cluster-info without the signatures of the expired and revoked tokens", func() error {
+		out, err := l.kc("-n", "kube-public", "get", "configmap", "cluster-info", "-o", "jsonpath={.data}")
+		if err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		for _, tok := range []string{expired, revoked} {
+			if strings.Contains(out, "jws-kubeconfig-"+tok[:6]) {
+				return fmt.Errorf("cluster-info still signed for %s", tok[:6])
+			}
+		}
+		if !strings.Contains(out, "jws-kubeconfig-"+goodTok[:6]) {
+			return fmt.Errorf("cluster-info not signed for the valid token %s yet", goodTok[:6])
+		}
+		return nil
+	})
+
+	// A client CSR as a kubelet's TLS bootstrap sends it.
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "system:node:" + w.name(), Organization: []string{"system:nodes"}}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.writeFile("etc/kubernetes/bad-csr.json", []byte(fmt.Sprintf(`{"apiVersion": "certificates.k8s.io/v1", "kind": "CertificateSigningRequest",
+ "metadata": {"generateName": "node-csr-"}, "spec": {"request": %q, "signerName": "kubernetes.io/kube-apiserver-client-kubelet",
+ "usages": ["digital signature", "client auth"]}}`, base64.StdEncoding.EncodeToString(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})))), 0o644)
+
+	bad := map[string]string{"garbage": garbage, "expired": expired, "revoked": revoked}
+	var wg sync.WaitGroup
+	for what, tok := range bad {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			// kubeadm retries discovery every 5 s for 5 min; 12 s shows it
+			// has refused the token at least twice.
+			args := append(append(strings.Fields(good), kubeadmJoinArgs...), "-v=1")
+			args[slices.Index(args, "--token")+1] = tok
+			out, err, timedOut := w.runFor(12*time.Second, args...)
+			want := fmt.Sprintf("could not find a JWS signature in the cluster-info ConfigMap for token ID %q", tok[:6])
+			if !timedOut && err == nil || !strings.Contains(out, want) {
+				t.Errorf("kubeadm join with the %s token: %v, want retries with %q:\n%s", what, err, want, tail(out, 15))
+			}
+		}()
+	}
+	// A master token is not even a bootstrap token to kubeadm.
+	out, err, timedOut := w.runFor(30*time.Second, append([]string{"kubeadm", "join", testVIP + ":6443", "--token", master, "--discovery-token-ca-cert-hash", hash}, kubeadmJoinArgs...)...)
+	if err == nil || timedOut || !strings.Contains(out, "the bootstrap token is invalid") {
+		t.Errorf("kubeadm join with the master token: %v (timed out: %v), want \"the bootstrap token is invalid\":\n%s", err, timedOut, tail(out, 15))
+	}
+	bad["master"] = master
+	for what, tok := range bad {
+		name := "etc/kubernetes/bootstrap-" + what + ".conf"
+		w.writeFile(name, []byte(strings.Replace(kubeconfigYAML, revoked, tok, 1)), 0o600)
+		out, err := w.run("kubectl", "--kubeconfig", "/"+name, "create", "--validate=false", "-f", "/etc/kubernetes/bad-csr.json")
+		if err == nil || !strings.Contains(out, "Unauthorized") {
+			t.Errorf("a node CSR with a bootstrap kubeconfig holding the %s token: %v, want Unauthorized:\n%s", what, err, out)
+		}
+	}
+	wg.Wait()
+	// k8s-master join with a worker token, from the client host.
+	jo, je, code := l.runOn("c", "join", "--data-dir", filepath.Join(l.dir, "c-join"), "--advertise-address", "10.99.0.100", "--token", goodTok)
+	if code == 0 || !strings.Contains(je, "this is a worker token") {
+		t.Errorf("k8s-master join with a worker token: exit %d, want a refusal naming the worker token:\n%s%s", code, jo, je)
+	}
+	l.mustRun(1, "token", "revoke", "--data-dir", l.dataDir(1), goodTok[:6])
+	if out := strings.TrimSpace(l.mustKC("get", "nodes", "-o", "name")); out != "" {
+		t.Errorf("Nodes after the refused joins: %s", out)
+	}
+	if cs := l.csrs(); len(cs) != 0 {
+		t.Errorf("CSRs after the refused joins: %+v", cs)
+	}
 }
 
 // workerLab is the netns lab with masters and worker hosts; kubectl talks
@@ -326,22 +480,72 @@ func (l *workerLab) waitMasters() {
 }
 
 // TestWorkerLab runs real pods: three masters with a VIP, two worker hosts
-// whose stock kubelets (client certificates issued from the cluster CA by
-// hand) talk to the VIP and run busybox containers through containerd and
-// runc; logs, exec and pod-to-pod traffic across workers by pod IP; then
+// whose stock kubelets join through the VIP as users join them (w1 with
+// kubeadm join and a worker token, w2 with a plain kubelet and a bootstrap
+// kubeconfig), get their certificates by TLS bootstrap and a serving CSR,
+// and run busybox containers through containerd and runc; logs, exec and pod-to-pod traffic across workers by pod IP; then
 // SIGKILL of the VIP holder, which the Nodes and pods ride out.
 func TestWorkerLab(t *testing.T) {
+	// Kubelet certificates signed by the controller-manager are valid for
+	// 100 s (plus its 5 min backdating), so a kubelet rotates its client
+	// certificate 0-60 s after it got it and the first ones expire during the
+	// test (controlplane.TestSigningDurationEnv; test only).
+	const signingDuration = 100 * time.Second
+	t.Setenv("K8S_MASTER_TEST_CLUSTER_SIGNING_DURATION", signingDuration.String())
 	start := time.Now()
 	l := workerCluster(t, 3, 2)
 	ws := l.workers
-	for _, w := range ws {
-		w.issueKubeletCerts(vipURL)
-		w.startKubelet(false)
+	t.Run("bad tokens admit no worker: no Node, no CSR", func(t *testing.T) {
+		begin := time.Now()
+		l.refuseBadJoins(t, ws[0])
+		t.Logf("refusals checked in %.1f s", time.Since(begin).Seconds())
+	})
+	// w1 joins with the unmodified line token create --worker prints, w2
+	// with a plain kubelet and the bootstrap kubeconfig of its own token.
+	line, tok1 := l.workerToken("--description", "w1 (kubeadm join)")
+	if !strings.HasPrefix(line, "kubeadm join "+testVIP+":6443 ") {
+		t.Fatalf("join line %q does not name the VIP %s:6443", line, testVIP)
 	}
+	_, tok2 := l.workerToken("--description", "w2 (bootstrap kubeconfig)")
+	ws[1].writeBootstrapKubeconfig(tok2)
+	ws[1].startKubelet()
+	ws[0].kubeadmJoin(line)
 	for _, w := range ws {
 		eventually(t, 2*time.Minute, w.name()+" Ready", func() error { return l.nodeReady(w.name()) })
 	}
 	t.Logf("both Nodes Ready %.1f s after the start", time.Since(start).Seconds())
+	// From now on the kubelets renew their certificates with their own.
+	for _, tok := range []string{tok1, tok2} {
+		l.mustRun(1, "token", "revoke", "--data-dir", l.dataDir(1), tok[:6])
+	}
+	revokedAt := time.Now()
+	first := map[string]*x509.Certificate{}
+	for _, w := range ws {
+		first[w.name()] = w.clientCert()
+	}
+
+	t.Run("TLS bootstrap: client CSRs by the tokens, serving CSRs by the nodes, approved and issued", func(t *testing.T) {
+		for i, tok := range []string{tok1, tok2} {
+			node := ws[i].name()
+			want := []csrInfo{
+				{Signer: "kubernetes.io/kube-apiserver-client-kubelet", User: "system:bootstrap:" + tok[:6], CN: "system:node:" + node},
+				{Signer: "kubernetes.io/kubelet-serving", User: "system:node:" + node, CN: "system:node:" + node},
+			}
+			for _, wc := range want {
+				eventually(t, time.Minute, fmt.Sprintf("%s's %s CSR issued", node, wc.Signer), func() error {
+					for _, c := range l.csrs() {
+						if c.Signer == wc.Signer && c.User == wc.User && c.CN == wc.CN {
+							if !c.Approved || !c.Issued {
+								return fmt.Errorf("%s: approved %v, issued %v", c.Name, c.Approved, c.Issued)
+							}
+							return nil
+						}
+					}
+					return fmt.Errorf("no CSR from %s for %s", wc.User, wc.CN)
+				})
+			}
+		}
+	})
 
 	t.Run("a Deployment spread on both workers runs real containers", func(t *testing.T) {
 		l.applyEchoDeployment(4)
@@ -466,7 +670,94 @@ func TestWorkerLab(t *testing.T) {
 			}
 		}
 	})
+	t.Run("kubelets renew their client certificates without a token, Nodes stay Ready", func(t *testing.T) {
+		for _, w := range ws {
+			old := first[w.name()]
+			if d := old.NotAfter.Sub(old.NotBefore); d > signingDuration+6*time.Minute {
+				t.Fatalf("%s's first client certificate is valid for %s: the short signing duration was not applied", w.name(), d)
+			}
+			var cur *x509.Certificate
+			eventually(t, signingDuration, w.name()+" uses a client certificate issued after its token was revoked", func() error {
+				cur = w.clientCert()
+				// The signer backdates NotBefore by 5 min.
+				if issued := cur.NotBefore.Add(5 * time.Minute); cur.SerialNumber.Cmp(old.SerialNumber) == 0 || issued.Before(revokedAt.Add(-time.Second)) {
+					return fmt.Errorf("serial %s issued %s, token revoked %s", cur.SerialNumber, issued.Format(time.RFC3339), revokedAt.Format(time.RFC3339))
+				}
+				return nil
+			})
+			// Past the first certificate's end, the kubelet still talks.
+			time.Sleep(time.Until(old.NotAfter.Add(time.Second)))
+			eventually(t, 30*time.Second, w.name()+" renews its lease after its first client certificate expired", func() error {
+				out, err := l.kc("-n", "kube-node-lease", "get", "lease", w.name(), "-o", "jsonpath={.spec.renewTime}")
+				if err != nil {
+					return fmt.Errorf("%v: %s", err, out)
+				}
+				renewed, err := time.Parse(time.RFC3339Nano, out)
+				if err != nil {
+					return err
+				}
+				if !renewed.After(old.NotAfter) {
+					return fmt.Errorf("last renewal %s, before %s", out, old.NotAfter.Format(time.RFC3339))
+				}
+				return l.nodeReady(w.name())
+			})
+			renewals := 0
+			for _, c := range l.csrs() {
+				if c.Signer == "kubernetes.io/kube-apiserver-client-kubelet" && c.User == "system:node:"+w.name() && c.Approved && c.Issued {
+					renewals++
+				}
+			}
+			if renewals == 0 {
+				t.Errorf("no approved client CSR asked for by system:node:%s itself", w.name())
+			}
+			t.Logf("%s: client certificate %s (until %s) replaced by %s; %d renewal CSRs by the node", w.name(), old.SerialNumber, old.NotAfter.Format(time.TimeOnly), cur.SerialNumber, renewals)
+		}
+	})
 	t.Logf("TestWorkerLab took %.1f s", time.Since(start).Seconds())
+}
+
+type csrInfo struct {
+	Name, Signer, User, CN string
+	Approved, Issued       bool
+}
+
+// csrs lists the cluster's CertificateSigningRequests with the subject of
+// their request.
+func (l *workerLab) csrs() []csrInfo {
+	l.t.Helper()
+	var list struct {
+		Items []struct {
+			Metadata struct{ Name string }
+			Spec     struct {
+				SignerName string
+				Username   string
+				Request    []byte
+			}
+			Status struct {
+				Certificate []byte
+				Conditions  []struct{ Type, Status string }
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(l.mustKC("get", "csr", "-o", "json")), &list); err != nil {
+		l.t.Fatal(err)
+	}
+	var out []csrInfo
+	for _, c := range list.Items {
+		ci := csrInfo{Name: c.Metadata.Name, Signer: c.Spec.SignerName, User: c.Spec.Username, Issued: len(c.Status.Certificate) > 0}
+		if b, _ := pem.Decode(c.Spec.Request); b != nil {
+			if r, err := x509.ParseCertificateRequest(b.Bytes); err == nil {
+				ci.CN = r.Subject.CommonName
+			}
+		}
+		for _, cond := range c.Status.Conditions {
+			if cond.Type == "Approved" && cond.Status == "True" {
+				ci.Approved = true
+			}
+		}
+		out = append(out, ci)
+	}
+	return out
 }
 
 // applyEchoDeployment creates pods that serve their own name over HTTP on
@@ -534,39 +825,49 @@ func (l *workerLab) waitEchoPods(n int, timeout time.Duration) []echoPod {
 	return pods
 }
 
-// TestWorkerJoinBench measures, -workerjoin.rounds times, the seconds from
-// a kubelet's start to its Node Ready (scripts/bench-worker-join.sh runs
-// it). Each round deletes the Node and starts the kubelet afresh; with
-// -workerjoin.auth=bootstrap it also drops the kubelet's client
-// certificate, so every round goes through the TLS bootstrap.
+// TestWorkerJoinBench measures, -workerjoin.rounds times, the seconds to a
+// worker's Node Ready (scripts/bench-worker-join.sh runs it): with
+// -workerjoin.auth=bootstrap from the kubelet's start with a bootstrap
+// kubeconfig, with kubeadm from the start of kubeadm join (the kubelet
+// started once kubeadm has written its files, as in TestWorkerLab). Each
+// round deletes the Node and the worker's credentials, so every round goes
+// through the TLS bootstrap.
 func TestWorkerJoinBench(t *testing.T) {
 	if *joinRounds <= 0 {
 		t.Skip("a benchmark: scripts/bench-worker-join.sh runs it (-workerjoin.rounds=N)")
 	}
-	bootstrap := *joinAuth == "bootstrap"
-	if !bootstrap && *joinAuth != "cert" {
-		t.Fatalf("-workerjoin.auth=%q: want cert or bootstrap", *joinAuth)
+	useKubeadm := *joinAuth == "kubeadm"
+	if !useKubeadm && *joinAuth != "bootstrap" {
+		t.Fatalf("-workerjoin.auth=%q: want bootstrap or kubeadm", *joinAuth)
 	}
 	l := workerCluster(t, 1, 1)
 	w := l.workers[0]
-	if bootstrap {
-		w.writeBootstrapKubeconfig(vipURL)
-	} else {
-		w.issueKubeletCerts(vipURL)
-	}
+	line, token := l.workerToken("--description", "bench")
 	var secs []float64
 	for round := 1; round <= *joinRounds; round++ {
-		if bootstrap {
-			for _, f := range []string{"etc/kubernetes/kubelet.conf", "var/lib/kubelet/pki/kubelet-client-current.pem"} {
-				os.Remove(filepath.Join(w.root(), f))
+		for _, f := range []string{"etc/kubernetes/kubelet.conf", "etc/kubernetes/bootstrap-kubelet.conf", "var/lib/kubelet/pki"} {
+			if err := os.RemoveAll(filepath.Join(w.root(), f)); err != nil {
+				t.Fatal(err)
 			}
 		}
+		var k *daemon
 		begin := time.Now()
-		k := w.startKubelet(bootstrap)
+		if useKubeadm {
+			// kubeadm's preflight wants no CA and no kubelet config yet.
+			for _, f := range []string{"etc/kubernetes/pki/ca.crt", "var/lib/kubelet/config.yaml", "var/lib/kubelet/kubeadm-flags.env", "var/lib/kubelet/instance-config.yaml"} {
+				os.Remove(filepath.Join(w.root(), f))
+			}
+			begin = time.Now()
+			k = w.kubeadmJoin(line)
+		} else {
+			w.writeBootstrapKubeconfig(token)
+			begin = time.Now()
+			k = w.startKubelet()
+		}
 		eventually(t, 2*time.Minute, fmt.Sprintf("round %d: %s Ready", round, w.name()), func() error { return l.nodeReady(w.name()) })
 		s := time.Since(begin).Seconds()
 		secs = append(secs, s)
-		fmt.Printf("round %d: kubelet start to Node Ready %.2f s\n", round, s)
+		fmt.Printf("round %d: %s start to Node Ready %.2f s\n", round, map[bool]string{true: "kubeadm join", false: "kubelet"}[useKubeadm], s)
 		k.stop()
 		l.mustKC("delete", "node", w.name(), "--wait=true")
 	}

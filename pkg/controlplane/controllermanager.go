@@ -3,6 +3,7 @@ package controlplane
 import (
 	"context"
 	"fmt"
+	"os"
 	"strconv"
 
 	"github.com/spf13/pflag"
@@ -44,8 +45,20 @@ func controllerManagerArgs(c *config.Config) []string {
 	if c.PodCIDR != "" {
 		args = append(args, "--allocate-node-cidrs=true", "--cluster-cidr="+c.PodCIDR)
 	}
+	// Test only: TestWorkerLab sets this (to a Go duration such as 100s) so
+	// that the certificates the controller-manager signs for kubelets expire
+	// within the test and their renewal is seen. Nothing else sets it; the
+	// default validity (one year) is what users get.
+	if d := os.Getenv(TestSigningDurationEnv); d != "" {
+		args = append(args, "--cluster-signing-duration="+d)
+	}
 	return args
 }
+
+// TestSigningDurationEnv names the environment variable that sets the
+// controller-manager's --cluster-signing-duration; only the worker lab
+// test sets it.
+const TestSigningDurationEnv = "K8S_MASTER_TEST_CLUSTER_SIGNING_DURATION"
 
 // NewControllerManager prepares kube-controller-manager; Start runs it.
 func NewControllerManager(ctx context.Context, c *config.Config) (*Supervised, error) {
