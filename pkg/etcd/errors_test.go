@@ -14,22 +14,9 @@ import (
 // only promote a learner member", which a learner not yet caught up also
 // starts with), wrapped or not, and a bare gRPC status.
 func TestMembershipErrors(t *testing.T) {
-	c := newMember(t, t.TempDir())
-	m, err := Launch(c, Options{ClusterState: "new", ClusterToken: "errors"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	m, cli := runReady(t, newMember(t, t.TempDir()), "errors")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := m.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	cli, err := NewClient(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
 	self := uint64(m.etcd.Server.MemberID())
 
 	_, promoteVoter := cli.MemberPromote(ctx, self)

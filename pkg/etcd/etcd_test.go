@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/k8s-master/k8s-master/internal/testkit"
 	"github.com/k8s-master/k8s-master/pkg/config"
@@ -33,6 +34,28 @@ func newMember(t *testing.T, dir string) *config.Config {
 		t.Fatal(err)
 	}
 	return &c
+}
+
+// runReady launches a new one-member cluster of c, waits until it serves
+// and returns it with a client; both are closed when the test ends.
+func runReady(t *testing.T, c *config.Config, token string) (*Member, *clientv3.Client) {
+	t.Helper()
+	m, err := Launch(c, Options{ClusterState: "new", ClusterToken: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := m.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	cli, err := NewClient(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cli.Close() })
+	return m, cli
 }
 
 func runOnce(t *testing.T, c *config.Config, o Options) string {
@@ -100,21 +123,9 @@ func TestNewClusterNeedsToken(t *testing.T) {
 func TestQuotaAndNoSpace(t *testing.T) {
 	c := newMember(t, t.TempDir())
 	c.EtcdQuota = "16Mi"
-	m, err := Launch(c, Options{ClusterState: "new", ClusterToken: "quota"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
+	_, cli := runReady(t, c, "quota")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := m.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	cli, err := NewClient(c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cli.Close()
 	value := strings.Repeat("x", 1<<20)
 	for i := 0; ; i++ {
 		_, err := cli.Put(ctx, fmt.Sprintf("/k/%d", i), value)
