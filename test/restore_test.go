@@ -153,20 +153,26 @@ func TestRestore(t *testing.T) {
 	}
 
 	start := time.Now()
-	m4 := l.start(4, "restore", archive)
+	// The new hosts keep their scheduled snapshots off this machine's
+	// default directory.
+	m4 := l.start(4, "restore", archive, "--snapshot-interval", "0")
 	m4.waitReady(3 * time.Minute)
 	ready := time.Since(start)
 	newToken := readToken(t, l.dataDir(4))
-	if !strings.Contains(m4.stdout.String(), newToken) {
-		t.Errorf("restore did not print its join token:\n%s", m4.stdout.String())
-	}
+	// The token lines follow the "ready in" line.
+	eventually(t, 10*time.Second, "restore prints its join token", func() error {
+		if !strings.Contains(m4.stdout.String(), newToken) {
+			return fmt.Errorf("not in:\n%s", m4.stdout.String())
+		}
+		return nil
+	})
 	_, stderr, code := l.runOn("5", "join", "--data-dir", filepath.Join(l.dir, "expired"), "--advertise-address", l.addr(5), "--token", strings.Replace(expiring, l.addr(1), l.addr(4), 1))
 	if code == 0 || !strings.Contains(stderr, "expired") {
 		t.Errorf("a token expired before the snapshot: exit %d, %q", code, stderr)
 	}
-	m5 := l.start(5, "join", "--token", newToken)
+	m5 := l.start(5, "join", "--token", newToken, "--snapshot-interval", "0")
 	m5.waitReady(4 * time.Minute)
-	m6 := l.start(6, "join", "--token", newToken)
+	m6 := l.start(6, "join", "--token", newToken, "--snapshot-interval", "0")
 	m6.waitReady(4 * time.Minute)
 	voters := time.Since(start)
 	t.Logf("restore: ready after %.1f s, 3 voters after %.1f s", ready.Seconds(), voters.Seconds())
