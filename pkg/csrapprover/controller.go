@@ -15,11 +15,11 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 	"k8s.io/klog/v2"
+
+	"github.com/k8s-master/k8s-master/pkg/leaderlease"
 )
 
 // LeaseName is the approver's leader lease in kube-system: one master
@@ -47,32 +47,7 @@ type approver struct {
 // ctx ends; it releases the lease on the way out. identity names this
 // master in the lease.
 func Run(ctx context.Context, cs kubernetes.Interface, identity string) error {
-	lock, err := resourcelock.New(resourcelock.LeasesResourceLock, metav1.NamespaceSystem, LeaseName,
-		cs.CoreV1(), cs.CoordinationV1(), resourcelock.ResourceLockConfig{Identity: identity})
-	if err != nil {
-		return fmt.Errorf("CSR approver lease: %w", err)
-	}
-	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock: lock, ReleaseOnCancel: true, Name: LeaseName,
-		// The controller-manager's defaults.
-		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
-		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(ctx context.Context) { run(ctx, cs) },
-			OnStoppedLeading: func() {},
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("CSR approver lease: %w", err)
-	}
-	// Campaign again after a lost lease (an apiserver or etcd hiccup);
-	// upstream's components exit there, which here would end the master.
-	for ctx.Err() == nil {
-		le.Run(ctx)
-		if ctx.Err() == nil {
-			klog.InfoS("CSR approver lost its lease; campaigning again")
-		}
-	}
-	return nil
+	return leaderlease.Run(ctx, cs, LeaseName, identity, func(ctx context.Context) { run(ctx, cs) })
 }
 
 // run decides CSRs until ctx ends.
