@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/k8s-master/k8s-master/pkg/addons"
 	"github.com/k8s-master/k8s-master/pkg/cluster"
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/join"
@@ -295,6 +296,7 @@ func newStatusCommand(dataDir *string) *cobra.Command {
 					}
 					fmt.Fprintf(out, "snapshots of %s: %s; every %s, keep %d, in %s; %d failed, %d skipped (nothing new)\n", r.Master, last, r.Interval, r.Retention, r.Dir, r.Failures, r.Skipped)
 				}
+				printAddons(out, st.Addons)
 				if st.Mixed {
 					fmt.Fprintln(out, "upgrade:", st.Upgrade)
 				}
@@ -370,4 +372,16 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// printAddons is the add-ons' part of status: one line each.
+func printAddons(out io.Writer, as []addons.Status) {
+	for _, a := range as {
+		switch a.State {
+		case "running":
+			fmt.Fprintf(out, "add-on %s: %d/%d ready (%s, %s)\n", a.Name, a.Ready, a.Desired, a.Kind, a.Image)
+		default:
+			fmt.Fprintf(out, "add-on %s: %s\n", a.Name, a.State)
+		}
+	}
 }

@@ -15,6 +15,7 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/k8s-master/k8s-master/pkg/addons"
 	"github.com/k8s-master/k8s-master/pkg/certs"
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/control"
@@ -94,7 +95,10 @@ type Status struct {
 	Space *SpaceAlarm `json:"etcdSpaceAlarm,omitempty"`
 	// Snapshots is each master's scheduled-snapshot state.
 	Snapshots []snapshot.Record `json:"snapshots"`
-	Warnings  []string          `json:"warnings"`
+	// Addons are kube-proxy's and CoreDNS's workloads; nil when no
+	// apiserver answered.
+	Addons   []addons.Status `json:"addons"`
+	Warnings []string        `json:"warnings"`
 }
 
 // SpaceAlarm is etcd's NOSPACE alarm as `status` explains it.
@@ -198,6 +202,7 @@ func (a *Admin) Status(ctx context.Context) (*Status, error) {
 			st.Warnings = append(st.Warnings, w)
 		}
 	}
+	st.Addons, st.Warnings = a.addonStatus(ctx, st.Warnings)
 	// This master's certificates (and the cluster's CAs, which every
 	// master shares).
 	if cs, err := certs.Check(a.Config.Layout().PKIDir(), time.Now()); err == nil {

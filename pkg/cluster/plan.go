@@ -130,6 +130,7 @@ func (m *Master) start(ctx context.Context, flags *config.Config, st *config.Sta
 	c.DataDir, c.LogFile, c.LogVerbosity = flags.DataDir, flags.LogFile, flags.LogVerbosity
 	c.SnapshotDir, c.SnapshotInterval, c.SnapshotRetention = flags.SnapshotDir, flags.SnapshotInterval, flags.SnapshotRetention
 	c.EtcdQuota = flags.EtcdQuota
+	c.ImageRepository, c.DisabledAddons, c.ClusterDNS = flags.ImageRepository, flags.DisabledAddons, flags.ClusterDNS
 	m.cfg, m.state = &c, st
 	steps := []component.Step{
 		{Name: "preflight checks", Do: func(_ context.Context, r *component.Runner) error {

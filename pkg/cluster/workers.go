@@ -51,6 +51,11 @@ func workerSettings(ctx context.Context, c *config.Config, store *join.Store) (n
 		KubernetesVersion: version.Local().Kubernetes,
 		ServiceCIDR:       c.ServiceCIDR, PodCIDR: c.PodCIDR, ClusterDomain: c.ClusterDomain,
 	}
+	dns, err := clusterDNS(c)
+	if err != nil {
+		return nodebootstrap.Settings{}, err
+	}
+	s.ClusterDNS = dns
 	if c.VIP != "" {
 		s.VIPEndpoint = config.Host(c.VIP, c.APIServerPort)
 	}
@@ -90,6 +95,7 @@ func (m *Master) workerSteps() []component.Step {
 			}
 			return r.Start(ctx, &csrApprover{cs: cs, identity: m.cfg.Name})
 		}},
+		m.addonStep(),
 	}
 }
 

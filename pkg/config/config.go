@@ -8,11 +8,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/k8s-master/k8s-master/pkg/addons"
 	"github.com/k8s-master/k8s-master/pkg/layout"
 )
 
@@ -74,6 +76,17 @@ type Config struct {
 	// file, so it may change on a restart.
 	EtcdQuota ByteSize `json:"-"`
 
+	// The add-ons (pkg/addons) the leader among the masters applies, from
+	// its own settings: give every master the same ones (the
+	// configuration file). Node-local and not recorded, so that a restart
+	// with other values re-applies the add-ons. ImageRepository is where
+	// their images come from, DisabledAddons the ones the cluster does not
+	// run, ClusterDNS the DNS Service's address ("": the 10th address of
+	// the service range), which kubelet-config announces.
+	ImageRepository string   `json:"-"`
+	DisabledAddons  []string `json:"-"`
+	ClusterDNS      string   `json:"-"`
+
 	// LogFile receives the components' logs; "-" means standard error.
 	LogFile      string `json:"-"`
 	LogVerbosity int    `json:"-"`
@@ -110,6 +123,7 @@ func Default() Config {
 		SnapshotInterval:      time.Hour,
 		SnapshotRetention:     24,
 		EtcdQuota:             DefaultEtcdQuota,
+		ImageRepository:       addons.DefaultImageRepository,
 	}
 }
 
@@ -230,6 +244,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	errs = append(errs, c.validateVIP(adv, svc)...)
+	errs = append(errs, c.validateAddons(svc)...)
 	if c.LogVerbosity < 0 || c.LogVerbosity > 10 {
 		add(&SettingError{Setting: "v", Value: c.LogVerbosity, Problem: "is out of range 0-10"})
 	}
@@ -273,6 +288,41 @@ func (c *Config) validateVIP(adv net.IP, svc *net.IPNet) []error {
 	}
 	if c.VIPLeaseTTL < MinVIPLeaseTTL || c.VIPLeaseTTL > MaxVIPLeaseTTL {
 		errs = append(errs, &SettingError{Setting: "vip-lease-ttl", Value: c.VIPLeaseTTL, Problem: fmt.Sprintf("is out of range %d-%d seconds (etcd cannot keep a shorter lease reliably)", MinVIPLeaseTTL, MaxVIPLeaseTTL)})
+	}
+	return errs
+}
+
+// imageRepository is a registry host (with an optional port) and path, as
+// image references have them: no scheme, tag or digest.
+var imageRepository = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9.-]*[a-zA-Z0-9])?(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*$`)
+
+// validateAddons checks the add-on settings.
+func (c *Config) validateAddons(svc *net.IPNet) []error {
+	var errs []error
+	if !imageRepository.MatchString(c.ImageRepository) {
+		errs = append(errs, &SettingError{Setting: "image-repository", Value: c.ImageRepository, Problem: "is not an image repository; write it like registry.k8s.io or mirror.example:5000/k8s (no scheme, no tag)"})
+	}
+	for _, a := range c.DisabledAddons {
+		if err := addons.CheckName(a); err != nil {
+			errs = append(errs, &SettingError{Setting: "disable-addon", Value: a, Problem: "is not an add-on", Err: err})
+		}
+	}
+	if c.ClusterDNS == "" {
+		return errs
+	}
+	ip := net.ParseIP(c.ClusterDNS)
+	switch {
+	case ip == nil:
+		errs = append(errs, &SettingError{Setting: "cluster-dns", Value: c.ClusterDNS, Problem: "is not an IP address"})
+	case svc == nil:
+	case !svc.Contains(ip):
+		errs = append(errs, &SettingError{Setting: "cluster-dns", Value: Bare(c.ClusterDNS), Problem: "lies outside {service-cidr} " + svc.String() + "; pick an address of the service range (default: its 10th)", Others: []string{"service-cidr"}})
+	case ip.Equal(svc.IP):
+		errs = append(errs, &SettingError{Setting: "cluster-dns", Value: Bare(c.ClusterDNS), Problem: "is the network address of {service-cidr}; pick another address of the range (default: its 10th)", Others: []string{"service-cidr"}})
+	default:
+		if first, err := c.FirstServiceIP(); err == nil && ip.Equal(first) {
+			errs = append(errs, &SettingError{Setting: "cluster-dns", Value: Bare(c.ClusterDNS), Problem: "is the kubernetes Service's address; pick another address of {service-cidr} (default: its 10th)", Others: []string{"service-cidr"}})
+		}
 	}
 	return errs
 }

@@ -32,6 +32,9 @@ type Settings struct {
 	ServiceCIDR       string
 	PodCIDR           string
 	ClusterDomain     string
+	// ClusterDNS is the address kubelets send DNS queries to; "" is the
+	// default, ClusterDNS(ServiceCIDR).
+	ClusterDNS string
 }
 
 // fieldManager owns the fields k8s-master applies; the bootstrap signer's
@@ -158,9 +161,11 @@ func configMaps(s Settings, endpoint string) ([]*corev1ac.ConfigMapApplyConfigur
 	if err != nil {
 		return nil, err
 	}
-	dns, err := ClusterDNS(s.ServiceCIDR)
-	if err != nil {
-		return nil, err
+	dns := net.ParseIP(s.ClusterDNS)
+	if dns == nil {
+		if dns, err = ClusterDNS(s.ServiceCIDR); err != nil {
+			return nil, err
+		}
 	}
 	return []*corev1ac.ConfigMapApplyConfiguration{
 		corev1ac.ConfigMap(bootstrapapi.ConfigMapClusterInfo, metav1.NamespacePublic).

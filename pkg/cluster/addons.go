@@ -1,0 +1,128 @@
+package cluster
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+
+	"github.com/k8s-master/k8s-master/pkg/addons"
+	"github.com/k8s-master/k8s-master/pkg/component"
+	"github.com/k8s-master/k8s-master/pkg/config"
+	"github.com/k8s-master/k8s-master/pkg/nodebootstrap"
+	"github.com/k8s-master/k8s-master/pkg/version"
+)
+
+// clusterDNS is the cluster DNS address this master announces to kubelets
+// and gives CoreDNS's Service: --cluster-dns, checked against the
+// cluster's service range (on start, the recorded one), or its 10th
+// address.
+func clusterDNS(c *config.Config) (string, error) {
+	if c.ClusterDNS == "" {
+		ip, err := nodebootstrap.ClusterDNS(c.ServiceCIDR)
+		if err != nil {
+			return "", err
+		}
+		return ip.String(), nil
+	}
+	_, svc, err := net.ParseCIDR(c.ServiceCIDR)
+	if err != nil {
+		return "", fmt.Errorf("the cluster's service range %q: %w", c.ServiceCIDR, err)
+	}
+	if ip := net.ParseIP(c.ClusterDNS); ip == nil || !svc.Contains(ip) {
+		return "", &config.SettingError{Setting: "cluster-dns", Value: config.Bare(c.ClusterDNS), Problem: "lies outside the cluster's service range " + svc.String() + "; pick an address of it, or drop {cluster-dns} for its 10th"}
+	}
+	return c.ClusterDNS, nil
+}
+
+// addonSettings are the add-ons this master applies when it leads.
+func (m *Master) addonSettings() (addons.Settings, error) {
+	c := m.cfg
+	dns, err := clusterDNS(c)
+	if err != nil {
+		return addons.Settings{}, err
+	}
+	return addons.Settings{
+		KubernetesVersion: version.Local().Kubernetes,
+		ImageRepository:   c.ImageRepository,
+		APIServer:         "https://" + m.workerEndpoint,
+		ServiceCIDR:       c.ServiceCIDR, PodCIDR: c.PodCIDR, ClusterDomain: c.ClusterDomain,
+		ClusterDNS: dns,
+		Disabled:   c.DisabledAddons,
+	}, nil
+}
+
+// addonStep starts the add-on manager, after the objects for workers
+// (kube-proxy is told the endpoint cluster-info publishes).
+func (m *Master) addonStep() component.Step {
+	return component.Step{Do: func(ctx context.Context, r *component.Runner) error {
+		s, err := m.addonSettings()
+		if err != nil {
+			return err
+		}
+		cs, err := localAdminClient(m.cfg)
+		if err != nil {
+			return err
+		}
+		return r.Start(ctx, &addonManager{cs: cs, identity: m.cfg.Name, settings: s})
+	}}
+}
+
+// addonManager runs pkg/addons, leader-elected among the masters.
+type addonManager struct {
+	cs       kubernetes.Interface
+	identity string
+	settings addons.Settings
+	cancel   context.CancelFunc
+	done     chan struct{}
+}
+
+func (a *addonManager) Name() string { return "add-on manager" }
+
+func (a *addonManager) Start(context.Context) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	a.cancel, a.done = cancel, make(chan struct{})
+	go func() {
+		defer close(a.done)
+		if err := addons.Run(ctx, a.cs, a.identity, a.settings); err != nil {
+			klog.ErrorS(err, "add-on manager stopped; kube-proxy and CoreDNS are not kept in step until the master restarts with valid settings")
+		}
+	}()
+	return nil
+}
+
+// Stop releases the lease (the apiserver still serves) so another
+// master's manager takes over at once; as for the CSR approver, the wait
+// is short.
+func (a *addonManager) Stop(ctx context.Context) error {
+	if a.cancel == nil {
+		return nil
+	}
+	a.cancel()
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return await(ctx, a.done, "the add-on manager is still releasing its lease")
+}
+
+// addonStatus reads the add-ons through this master's apiserver and warns
+// about one that runs short of ready replicas.
+func (a *Admin) addonStatus(ctx context.Context, warnings []string) ([]addons.Status, []string) {
+	cs, err := a.Kube()
+	if err == nil {
+		ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		var st []addons.Status
+		if st, err = addons.Statuses(ctx, cs); err == nil {
+			for _, s := range st {
+				if s.State == "running" && s.Ready < s.Desired {
+					warnings = append(warnings, fmt.Sprintf("add-on %s: %d of %d replicas ready", s.Name, s.Ready, s.Desired))
+				}
+			}
+			return st, warnings
+		}
+	}
+	return nil, append(warnings, fmt.Sprintf("add-ons unknown: %v", err))
+}
