@@ -91,6 +91,13 @@ worker() {
     ip -n "${P}w$i" route add "10.244.$j.0/24" via "$NET.$((60 + j))"
     ip -n "${P}w$j" route add "10.244.$i.0/24" via "$NET.$((60 + i))"
   done
+  # The masters and the client host reach the worker's pods too, as hosts
+  # on a CNI's network do: pods talk to the apiserver through the
+  # kubernetes Service, which kube-proxy sends to a master with the pod's
+  # address as the source.
+  for d in /run/netns/"${P}"m* /run/netns/"${P}"c; do
+    [ -e "$d" ] && ip -n "${d##*/}" route add "10.244.$i.0/24" via "$NET.$((60 + i))"
+  done
   mkdir -p "$w/ns"
   echo "$parts" >"$w/parts"
   for d in $WORKER_DIRS; do mkdir -p "$w/root$d" "$d"; done

@@ -153,7 +153,7 @@ func (w *worker) startContainerd() {
 		}
 		return nil
 	})
-	for _, img := range []string{"pause.tar", "busybox.tar"} {
+	for _, img := range labImages(t, w.parts) {
 		if out, err := w.run("ctr", "-n", "k8s.io", "images", "import", "--platform", "linux/amd64", filepath.Join(w.parts, "images", img)); err != nil {
 			t.Fatalf("import %s on %s: %v\n%s", img, w.name(), err, out)
 		}
@@ -454,7 +454,7 @@ func workerCluster(t *testing.T, masters, workers int) *workerLab {
 	}
 	parts := workerParts(t)
 	l := &workerLab{lab: newLab(t, masters), api: 1, masters: map[int]*master{}}
-	l.masters[1] = l.start(1, "init", vipInitFlags...)
+	l.masters[1] = l.start(1, "init", append(slices.Clone(vipInitFlags), labAddonFlags...)...)
 	for i := 1; i <= workers; i++ {
 		w := l.addWorker(i, parts)
 		w.startContainerd()
@@ -467,7 +467,7 @@ func workerCluster(t *testing.T, masters, workers int) *workerLab {
 			t.Fatal(err)
 		}
 		for i := 2; i <= masters; i++ {
-			l.masters[i] = l.start(i, "join", "--token", strings.TrimSpace(string(data)))
+			l.masters[i] = l.start(i, "join", append([]string{"--token", strings.TrimSpace(string(data))}, labAddonFlags...)...)
 		}
 	}
 	return l
