@@ -37,9 +37,12 @@ const (
 // How often the leader looks at the state again (someone deleted it, or
 // another master with other settings applied in between), and how soon it
 // retries after a failure.
+// spreadPeriod is how often it checks that CoreDNS's replicas are not all
+// on one node.
 var (
 	resyncPeriod = 5 * time.Minute
 	retryPeriod  = 5 * time.Second
+	spreadPeriod = 15 * time.Second
 )
 
 // Run campaigns for the lease and, while it holds it, keeps the add-ons
@@ -52,9 +55,23 @@ func Run(ctx context.Context, cs kubernetes.Interface, identity string, s Settin
 	return leaderlease.Run(ctx, cs, LeaseName, identity, func(ctx context.Context) { keep(ctx, cs, s) })
 }
 
-// keep reconciles now and at every resync, retrying failures, until ctx
-// ends.
+// keep reconciles now and at every resync, retrying failures, and
+// spreads CoreDNS's replicas every spreadPeriod, until ctx ends.
 func keep(ctx context.Context, cs kubernetes.Interface, s Settings) {
+	if s.Enabled(CoreDNS) {
+		go func() {
+			for {
+				if _, err := spreadCoreDNS(ctx, cs); err != nil && ctx.Err() == nil {
+					klog.ErrorS(err, "add-on manager: spreading CoreDNS over nodes failed; trying again later")
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(spreadPeriod):
+				}
+			}
+		}()
+	}
 	for {
 		wait := resyncPeriod
 		if changed, err := Reconcile(ctx, cs, s); err != nil {
