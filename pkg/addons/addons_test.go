@@ -2,8 +2,11 @@ package addons
 
 import (
 	"context"
+	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -229,4 +232,47 @@ func mustObjects(t *testing.T, name string, s Settings) []object {
 		t.Fatal(err)
 	}
 	return objs
+}
+
+// TestKeepWaitsForTheGate: while the gate holds (masters of mixed
+// versions), the leader applies nothing; once it opens, it applies.
+func TestKeepWaitsForTheGate(t *testing.T) {
+	defer func(p time.Duration) { gatePeriod = p }(gatePeriod)
+	gatePeriod = 10 * time.Millisecond
+	cs := fake.NewClientset()
+	var open atomic.Bool
+	asked := make(chan struct{}, 100)
+	gate := func(context.Context) error {
+		select {
+		case asked <- struct{}{}:
+		default:
+		}
+		if !open.Load() {
+			return errors.New("m2 runs v1.36.3")
+		}
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() { defer close(done); keep(ctx, cs, settings(), gate) }()
+	for range 3 {
+		<-asked
+	}
+	if _, err := cs.AppsV1().DaemonSets("kube-system").Get(ctx, "kube-proxy", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("kube-proxy applied while the gate held: %v", err)
+	}
+	open.Store(true)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, err := cs.AppsV1().DaemonSets("kube-system").Get(ctx, "kube-proxy", metav1.GetOptions{}); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("kube-proxy not applied 10 s after the gate opened")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	<-done
 }

@@ -43,21 +43,31 @@ var (
 	resyncPeriod = 5 * time.Minute
 	retryPeriod  = 5 * time.Second
 	spreadPeriod = 15 * time.Second
+	// gatePeriod is how often a held-back manager asks again (the last
+	// master of an upgrade may not be the leader).
+	gatePeriod = 10 * time.Second
 )
 
 // Run campaigns for the lease and, while it holds it, keeps the add-ons
 // in step with s, until ctx ends; it releases the lease on the way out.
 // identity names this master in the lease.
-func Run(ctx context.Context, cs kubernetes.Interface, identity string, s Settings) error {
+//
+// gate (nil: none) says why the add-ons must not be applied now: while the
+// masters run different Kubernetes versions (a rolling upgrade), a
+// kube-proxy of the new version could talk to an older apiserver, which
+// the version skew policy forbids, and a leader change would flip the
+// images back and forth. As kubeadm upgrades the add-ons once every
+// control plane node is upgraded, the manager waits for the last master.
+func Run(ctx context.Context, cs kubernetes.Interface, identity string, s Settings, gate func(context.Context) error) error {
 	if _, err := Hash(s); err != nil {
 		return fmt.Errorf("add-on settings: %w", err)
 	}
-	return leaderlease.Run(ctx, cs, LeaseName, identity, func(ctx context.Context) { keep(ctx, cs, s) })
+	return leaderlease.Run(ctx, cs, LeaseName, identity, func(ctx context.Context) { keep(ctx, cs, s, gate) })
 }
 
 // keep reconciles now and at every resync, retrying failures, and
 // spreads CoreDNS's replicas every spreadPeriod, until ctx ends.
-func keep(ctx context.Context, cs kubernetes.Interface, s Settings) {
+func keep(ctx context.Context, cs kubernetes.Interface, s Settings, gate func(context.Context) error) {
 	if s.Enabled(CoreDNS) {
 		go func() {
 			for {
@@ -72,8 +82,27 @@ func keep(ctx context.Context, cs kubernetes.Interface, s Settings) {
 			}
 		}()
 	}
+	held := ""
 	for {
 		wait := resyncPeriod
+		if gate != nil {
+			if err := gate(ctx); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				if err.Error() != held {
+					klog.InfoS("add-on manager waits before applying the add-ons", "reason", err.Error())
+					held = err.Error()
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(gatePeriod):
+				}
+				continue
+			}
+			held = ""
+		}
 		if changed, err := Reconcile(ctx, cs, s); err != nil {
 			if ctx.Err() != nil {
 				return

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -12,6 +13,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/addons"
 	"github.com/k8s-master/k8s-master/pkg/component"
 	"github.com/k8s-master/k8s-master/pkg/config"
+	"github.com/k8s-master/k8s-master/pkg/join"
 	"github.com/k8s-master/k8s-master/pkg/nodebootstrap"
 	"github.com/k8s-master/k8s-master/pkg/version"
 )
@@ -67,8 +69,35 @@ func (m *Master) addonStep() component.Step {
 		if err != nil {
 			return err
 		}
-		return r.Start(ctx, &addonManager{cs: cs, identity: m.cfg.Name, settings: s})
+		store := join.NewStore(m.etcdClient, nil)
+		gate := func(ctx context.Context) error { return sameKubernetes(ctx, store, s.KubernetesVersion) }
+		return r.Start(ctx, &addonManager{cs: cs, identity: m.cfg.Name, settings: s, gate: gate})
 	}}
+}
+
+// sameKubernetes says which masters run another Kubernetes version than
+// want, nil when none does.
+func sameKubernetes(ctx context.Context, store *join.Store, want string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	masters, err := store.Masters(ctx)
+	if err != nil {
+		return fmt.Errorf("cannot list the masters' versions: %w", err)
+	}
+	var other []string
+	for _, m := range masters {
+		v := version.Legacy
+		if m.Versions != nil {
+			v = *m.Versions
+		}
+		if v.Kubernetes != want {
+			other = append(other, m.Name+" runs "+v.Kubernetes)
+		}
+	}
+	if len(other) > 0 {
+		return fmt.Errorf("the masters run different Kubernetes versions (%s, this one %s): the add-ons follow once every master runs %s", strings.Join(other, ", "), want, want)
+	}
+	return nil
 }
 
 // addonManager runs pkg/addons, leader-elected among the masters.
@@ -76,6 +105,7 @@ type addonManager struct {
 	cs       kubernetes.Interface
 	identity string
 	settings addons.Settings
+	gate     func(context.Context) error
 	cancel   context.CancelFunc
 	done     chan struct{}
 }
@@ -87,7 +117,7 @@ func (a *addonManager) Start(context.Context) error {
 	a.cancel, a.done = cancel, make(chan struct{})
 	go func() {
 		defer close(a.done)
-		if err := addons.Run(ctx, a.cs, a.identity, a.settings); err != nil {
+		if err := addons.Run(ctx, a.cs, a.identity, a.settings, a.gate); err != nil {
 			klog.ErrorS(err, "add-on manager stopped; kube-proxy and CoreDNS are not kept in step until the master restarts with valid settings")
 		}
 	}()
