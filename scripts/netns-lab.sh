@@ -89,14 +89,15 @@ worker() {
     [ "$j" = "$i" ] && continue
     [ -d "$d" ] || continue
     ip -n "${P}w$i" route add "10.244.$j.0/24" via "$NET.$((60 + j))"
-    ip -n "${P}w$j" route add "10.244.$i.0/24" via "$NET.$((60 + i))"
+    # replace: a worker made again after wrm finds its old route there.
+    ip -n "${P}w$j" route replace "10.244.$i.0/24" via "$NET.$((60 + i))"
   done
   # The masters and the client host reach the worker's pods too, as hosts
   # on a CNI's network do: pods talk to the apiserver through the
   # kubernetes Service, which kube-proxy sends to a master with the pod's
   # address as the source.
   for d in /run/netns/"${P}"m* /run/netns/"${P}"c; do
-    [ -e "$d" ] && ip -n "${d##*/}" route add "10.244.$i.0/24" via "$NET.$((60 + i))"
+    [ -e "$d" ] && ip -n "${d##*/}" route replace "10.244.$i.0/24" via "$NET.$((60 + i))"
   done
   mkdir -p "$w/ns"
   echo "$parts" >"$w/parts"
