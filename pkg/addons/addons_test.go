@@ -152,6 +152,17 @@ func TestReconcile(t *testing.T) {
 		t.Fatalf("second reconcile with the same settings: changed %v, %v", changed, err)
 	}
 
+	// A workload deleted by hand comes back at the next reconcile.
+	if err := cs.AppsV1().DaemonSets("kube-system").Delete(ctx, "kube-proxy", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if changed, err := Reconcile(ctx, cs, s); err != nil || !changed {
+		t.Fatalf("reconcile after kube-proxy's DaemonSet was deleted: changed %v, %v", changed, err)
+	}
+	if ds, err = cs.AppsV1().DaemonSets("kube-system").Get(ctx, "kube-proxy", metav1.GetOptions{}); err != nil {
+		t.Fatalf("kube-proxy's DaemonSet not applied again: %v", err)
+	}
+
 	// A user's label and a scaled CoreDNS survive a re-apply for a new
 	// image repository, which moves both images.
 	ds.Labels["team"] = "net"

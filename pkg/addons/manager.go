@@ -137,7 +137,12 @@ func Reconcile(ctx context.Context, cs kubernetes.Interface, s Settings) (change
 		return false, fmt.Errorf("read the add-on state (ConfigMap kube-system/%s): %w", StateConfigMap, err)
 	}
 	if state != nil && state.Data[stateHash] == hash {
-		return false, nil
+		// Applied already; only a workload deleted by hand since (the
+		// way to be rid of one is --disable-addon) is applied again.
+		missing, err := workloadMissing(ctx, cs, s)
+		if err != nil || !missing {
+			return false, err
+		}
 	}
 	var applied, disabled []string
 	for _, name := range Names {
@@ -159,6 +164,33 @@ func Reconcile(ctx context.Context, cs kubernetes.Interface, s Settings) (change
 		return true, fmt.Errorf("record the add-on state (ConfigMap kube-system/%s): %w", StateConfigMap, err)
 	}
 	return true, nil
+}
+
+// workloadMissing tells whether the DaemonSet or Deployment of an enabled
+// add-on is gone.
+func workloadMissing(ctx context.Context, cs kubernetes.Interface, s Settings) (bool, error) {
+	for _, name := range Names {
+		if !s.Enabled(name) {
+			continue
+		}
+		objs, err := objectsOf(name, s)
+		if err != nil {
+			return false, err
+		}
+		for _, o := range objs {
+			if o.kind != "DaemonSet" && o.kind != "Deployment" {
+				continue
+			}
+			_, err := o.get(ctx, cs)
+			if apierrors.IsNotFound(err) {
+				return true, nil
+			}
+			if err != nil {
+				return false, fmt.Errorf("read %s: %w", o, err)
+			}
+		}
+	}
+	return false, nil
 }
 
 // apply applies the add-on's objects. Force takes over the fields the
