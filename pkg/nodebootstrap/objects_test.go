@@ -135,3 +135,19 @@ func TestClusterInfoKubeconfig(t *testing.T) {
 		t.Errorf("cluster-info kubeconfig:\n%s", data)
 	}
 }
+
+// TestKubeletConfigClusterDNS: kubelet-config announces --cluster-dns when
+// it is set, the service range's 10th address otherwise.
+func TestKubeletConfigClusterDNS(t *testing.T) {
+	s := Settings{OwnEndpoint: "192.0.2.1:6443", CAPEM: []byte("CA"), KubernetesVersion: "v1.37.2", ServiceCIDR: "10.96.0.0/12", ClusterDomain: "cluster.local"}
+	for dns, want := range map[string]string{"": "10.96.0.10", "10.96.0.53": "10.96.0.53"} {
+		s.ClusterDNS = dns
+		cms, err := configMaps(s, s.OwnEndpoint)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if kc := cms[2].Data["kubelet"]; !strings.Contains(kc, "clusterDNS:\n- "+want+"\n") {
+			t.Errorf("cluster DNS %q: kubelet-config\n%s", dns, kc)
+		}
+	}
+}
