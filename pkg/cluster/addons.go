@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
@@ -146,6 +147,11 @@ func (a *Admin) addonStatus(ctx context.Context, warnings []string) ([]addons.St
 		defer cancel()
 		var st []addons.Status
 		if st, err = addons.Statuses(ctx, cs); err == nil {
+			n, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+			if err == nil && len(n.Items) == 0 {
+				// A cluster without workers yet: nothing to warn about.
+				return st, warnings
+			}
 			for _, s := range st {
 				if s.State == "running" && s.Ready < s.Desired {
 					warnings = append(warnings, fmt.Sprintf("add-on %s: %d of %d replicas ready", s.Name, s.Ready, s.Desired))
