@@ -85,6 +85,12 @@ func sameKubernetes(ctx context.Context, store *join.Store, want string) error {
 	if err != nil {
 		return fmt.Errorf("cannot list the masters' versions: %w", err)
 	}
+	return otherKubernetes(masters, want)
+}
+
+// otherKubernetes is sameKubernetes on the registered masters (one
+// registered by a release that recorded no versions runs version.Legacy).
+func otherKubernetes(masters []join.MasterInfo, want string) error {
 	var other []string
 	for _, m := range masters {
 		v := version.Legacy
