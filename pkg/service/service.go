@@ -41,7 +41,9 @@ func Use(ctx context.Context, foreground bool) bool {
 // notLasting are flags that the service would lose after its first start:
 // it reads them from the config file at every start, while what init
 // records in the data directory (name, addresses, ports, ranges) lasts.
-var notLasting = []string{"data-dir", "log-file", "v"}
+// The add-on settings are not recorded either: given only to init, they
+// would apply at the first start and be undone at the next.
+var notLasting = []string{"data-dir", "log-file", "v", "image-repository", "disable-addon", "cluster-dns"}
 
 // CheckFlags refuses command-line settings in fs (init's or join's parsed
 // flags) that the service would not keep across restarts.

@@ -26,6 +26,9 @@ func initFlags(t *testing.T, args ...string) *pflag.FlagSet {
 	fs.String("advertise-address", "", "")
 	fs.Int("apiserver-port", 6443, "")
 	fs.StringSlice("apiserver-san", nil, "")
+	fs.String("image-repository", "registry.k8s.io", "")
+	fs.StringSlice("disable-addon", nil, "")
+	fs.String("cluster-dns", "", "")
 	fs.Bool("foreground", false, "")
 	fs.String("token", "", "")
 	fs.String("token-file", "", "")
@@ -48,7 +51,8 @@ func TestArgs(t *testing.T) {
 }
 
 func TestCheckFlags(t *testing.T) {
-	for _, args := range [][]string{{"--data-dir", "/srv"}, {"--log-file", "-"}, {"-v", "3"}, {"--config", "/tmp/other.yaml"}} {
+	for _, args := range [][]string{{"--data-dir", "/srv"}, {"--log-file", "-"}, {"-v", "3"}, {"--config", "/tmp/other.yaml"},
+		{"--image-repository", "mirror.example"}, {"--disable-addon", "coredns"}, {"--cluster-dns", "10.96.0.53"}} {
 		err := CheckFlags(initFlags(t, args...))
 		if err == nil || !strings.Contains(err.Error(), config.DefaultConfigFile) || !strings.Contains(err.Error(), "--foreground") {
 			t.Errorf("%v: error = %v", args, err)
