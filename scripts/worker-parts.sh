@@ -12,11 +12,11 @@
 #                                    OCI-layout archives made by test/tools/ociimage
 #                                    (pause: test/tools/pause; busybox: Debian's busybox-static,
 #                                    installed with apt-get when missing and run as root)
-#   bin/kube-proxy images/kube-proxy-$K8S_VERSION.tar
+#   bin/kube-proxy-$K8S_VERSION images/kube-proxy-$K8S_VERSION.tar
 #                                    k8s.io/kubernetes/cmd/kube-proxy, packed with the host's
 #                                    iptables (xtables-nft-multi or -legacy-multi, its modules
 #                                    and shared libraries) as $ADDON_REPOSITORY/kube-proxy:$K8S_VERSION
-#   bin/coredns images/coredns-$COREDNS_VERSION.tar
+#   bin/coredns-$COREDNS_VERSION images/coredns-$COREDNS_VERSION.tar
 #                                    github.com/coredns/coredns $COREDNS_VERSION with the plugins
 #                                    of the cluster's Corefile, as $ADDON_REPOSITORY/coredns:$COREDNS_VERSION
 #
@@ -132,8 +132,11 @@ if missing "$OUT/images/pause.tar" "$OUT/images/busybox.tar"; then
   mv "$OUT/images/busybox.tar.tmp" "$OUT/images/busybox.tar"
 fi
 
-if missing "$OUT/bin/kube-proxy"; then
+# Keyed by version, as its image is: a new k8s.io/kubernetes in go.mod
+# builds a new one.
+if missing "$OUT/bin/kube-proxy-$K8S_VERSION"; then
   build_k8s kube-proxy
+  mv "$OUT/bin/kube-proxy" "$OUT/bin/kube-proxy-$K8S_VERSION"
 fi
 
 # kube-proxy in iptables mode runs iptables, iptables-save and
@@ -151,7 +154,7 @@ if missing "$OUT/images/kube-proxy-$K8S_VERSION.tar"; then
   # it was built with (on a merged-/usr host ldd names the /lib alias).
   xtdir=$(readlink -f "$(dirname "$(ldd "$multi" | awk '/libxtables/ {print $3}')")/xtables")
   [ -d "$xtdir" ] || { echo "worker-parts: no iptables modules in $xtdir" >&2; exit 1; }
-  files=(-file "/usr/local/bin/kube-proxy=$OUT/bin/kube-proxy" -file "/usr/sbin/$(basename "$multi")=$multi")
+  files=(-file "/usr/local/bin/kube-proxy=$OUT/bin/kube-proxy-$K8S_VERSION" -file "/usr/sbin/$(basename "$multi")=$multi")
   for m in "$xtdir"/*.so; do files+=(-file "$m=$m"); done
   # Each library under the path the loader looks for it at (ldd's left
   # column is the soname, its right column where this host keeps it).
