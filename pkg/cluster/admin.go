@@ -25,6 +25,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/layout"
 	"github.com/k8s-master/k8s-master/pkg/pki"
 	"github.com/k8s-master/k8s-master/pkg/poll"
+	"github.com/k8s-master/k8s-master/pkg/secretskey"
 	"github.com/k8s-master/k8s-master/pkg/snapshot"
 	"github.com/k8s-master/k8s-master/pkg/version"
 	"github.com/k8s-master/k8s-master/pkg/vip"
@@ -94,7 +95,9 @@ type Status struct {
 	Space *SpaceAlarm `json:"etcdSpaceAlarm,omitempty"`
 	// Snapshots is each master's scheduled-snapshot state.
 	Snapshots []snapshot.Record `json:"snapshots"`
-	Warnings  []string          `json:"warnings"`
+	// SecretsEncryption is the key in use and the rotation state.
+	SecretsEncryption *secretskey.Status `json:"secretsEncryption,omitempty"`
+	Warnings          []string           `json:"warnings"`
 }
 
 // SpaceAlarm is etcd's NOSPACE alarm as `status` explains it.
@@ -198,6 +201,12 @@ func (a *Admin) Status(ctx context.Context) (*Status, error) {
 			st.Warnings = append(st.Warnings, w)
 		}
 	}
+	enc, warnings, err := a.secretsKeyStatus(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st.SecretsEncryption = enc
+	st.Warnings = append(st.Warnings, warnings...)
 	// This master's certificates (and the cluster's CAs, which every
 	// master shares).
 	if cs, err := certs.Check(a.Config.Layout().PKIDir(), time.Now()); err == nil {

@@ -205,6 +205,15 @@ func (m *Master) openVIP(r *component.Runner, probe bool) error {
 // components; they build in the background.
 func (m *Master) startControlPlane(ctx context.Context, r *component.Runner) error {
 	m.api = m.parts.apiServer(m.cfg, m.readyTimeout)
+	if m.parts.secretsKey != nil {
+		sk := m.parts.secretsKey(m.cfg, func() (*clientv3.Client, error) { return m.parts.connect(m.cfg) }, r.Printf)
+		if err := r.Start(ctx, sk); err != nil {
+			return err
+		}
+		if a, ok := m.api.(*apiServer); ok {
+			a.prepare = sk.Synced
+		}
+	}
 	m.leaders = []component.Component{
 		m.parts.controllerManager(m.cfg, m.api, m.readyTimeout),
 		m.parts.scheduler(m.cfg, m.api, m.readyTimeout),
