@@ -52,6 +52,9 @@ type rewriter struct {
 
 	all, only value.Transformer // every key, and the primary alone
 	done      atomic.Int64
+	// skipped counts objects whose compare failed: changed or deleted by
+	// an apiserver meanwhile, which wrote them with the new key.
+	skipped atomic.Int64
 }
 
 // transformerFor builds the apiserver's transformer for resource from a
@@ -85,7 +88,7 @@ func transformerFor(ctx context.Context, dir string, keys []Key, resource string
 // until a verification pass finds nothing to rewrite.
 func (rw *rewriter) run(ctx context.Context, res *Result) error {
 	if rw.workers <= 0 {
-		rw.workers = 4
+		rw.workers = 8
 	}
 	primary := Provider(rw.keys[0].Name)
 	start := time.Now()
@@ -126,11 +129,12 @@ func (rw *rewriter) run(ctx context.Context, res *Result) error {
 		stopProgress()
 	}
 	res.Rewritten = int(rw.done.Load())
+	res.Skipped = int(rw.skipped.Load())
 	res.Seconds = time.Since(start).Seconds()
 	if res.Seconds > 0 {
 		res.PerSecond = float64(res.Rewritten) / res.Seconds
 	}
-	rw.printf("  rewrote %d objects in %.2f s (%.0f/s); verified %d under %s", res.Rewritten, res.Seconds, res.PerSecond, res.Verified, rw.keys[0].Name)
+	rw.printf("  rewrote %d objects in %.2f s (%.0f/s); verified %d under %s (%d changed by their own writers meanwhile)", res.Rewritten, res.Seconds, res.PerSecond, res.Verified, rw.keys[0].Name, res.Skipped)
 	return nil
 }
 
@@ -271,6 +275,7 @@ func (rw *rewriter) commit(ctx context.Context, b []kv) error {
 		}
 	}
 	rw.done.Add(int64(n))
+	rw.skipped.Add(int64(len(b) - n))
 	return nil
 }
 

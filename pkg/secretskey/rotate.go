@@ -34,7 +34,7 @@ type Rotator struct {
 	// StopAfter, for tests, ends the run with an error right after the
 	// named phase was recorded (as if it had been killed there).
 	StopAfter Phase
-	// Workers rewriting in parallel (default 4).
+	// Workers rewriting in parallel (default 8).
 	Workers int
 }
 
@@ -43,6 +43,7 @@ type Result struct {
 	Key       string  `json:"key"`
 	Rewritten int     `json:"rewritten"`
 	Verified  int     `json:"verified"`
+	Skipped   int     `json:"skipped"`
 	Seconds   float64 `json:"rewriteSeconds"`
 	PerSecond float64 `json:"rewritePerSecond"`
 }
