@@ -96,6 +96,11 @@ type Master struct {
 	stopRequested chan struct{}
 	stopOnce      sync.Once
 
+	// creating is set by init of a new cluster: its etcd holds no
+	// desired encryption configuration yet, so the apiserver need not
+	// wait for the first sync (it builds while etcd elects itself).
+	creating bool
+
 	// workerEndpoint is where cluster-info sends workers (host:port).
 	workerEndpoint string
 
@@ -210,7 +215,7 @@ func (m *Master) startControlPlane(ctx context.Context, r *component.Runner) err
 		if err := r.Start(ctx, sk); err != nil {
 			return err
 		}
-		if a, ok := m.api.(*apiServer); ok {
+		if a, ok := m.api.(*apiServer); ok && !m.creating {
 			a.prepare = sk.Synced
 		}
 	}
