@@ -23,14 +23,15 @@ import (
 // primary (the test hook), a master that does not hold the VIP is killed,
 // and a rerun waits for it, resumes and finishes once it is back. Then no
 // request failed, every raw etcd value carries the new key, the old key is
-// in no master's configuration file, and status shows the new key alone.
+// in no master's configuration file, status shows the new key alone, and
+// a master that joins afterwards reads every Secret.
 func TestSecretsKey(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts several control planes")
 	}
-	l := newLab(t, 3)
+	l := newLab(t, 4)
 	tool := buildTool(t, "secretsload")
-	var ms [4]*master
+	var ms [5]*master
 	ms[1] = l.start(1, "init", vipInitFlags...)
 	ms[1].waitReady(2 * time.Minute)
 	data, err := os.ReadFile(filepath.Join(l.dataDir(1), "token"))
@@ -155,10 +156,24 @@ func TestSecretsKey(t *testing.T) {
 			t.Errorf("m%d's encryption configuration:\n%s", i, s)
 		}
 	}
+	// A master that joins now runs key2 alone and decrypts every Secret
+	// (its apiserver's watch cache lists them all from etcd).
+	ms[4] = l.start(4, "join", "--token", token)
+	ms[4].waitReady(4 * time.Minute)
+	if b, err := os.ReadFile(filepath.Join(l.dataDir(4), "encryption-config.yaml")); err != nil || strings.Contains(string(b), "name: key1") || !strings.Contains(string(b), "name: key2") {
+		t.Errorf("m4's encryption configuration: %v\n%s", err, b)
+	}
+	names := l.mustKubectl(4, "get", "secrets", "-n", "default", "-o", "name")
+	if got := len(regexp.MustCompile(`(?m)^secret/secretsload-\d{5}$`).FindAllString(names, -1)); got != n {
+		t.Errorf("m4 lists %d of the %d seeded Secrets", got, n)
+	}
+	if out := l.mustKubectl(4, "get", "secret", "secretsload-04999", "-o", "jsonpath={.data.v}"); out != "c2VjcmV0c2xvYWQtMDQ5OTk=" {
+		t.Errorf("secretsload-04999 reads %q through m4", out)
+	}
 	eventually(t, 30*time.Second, "status shows key2 on every master", func() error {
 		st := secretsStatus(t, l, 3)
 		e := st.SecretsEncryption
-		if e.Primary != "key2" || !slices.Equal(e.Keys, []string{"key2"}) || e.Rotation != nil || e.LastRotated == "" || len(e.Masters) != 3 {
+		if e.Primary != "key2" || !slices.Equal(e.Keys, []string{"key2"}) || e.Rotation != nil || e.LastRotated == "" || len(e.Masters) != 4 {
 			return fmt.Errorf("%+v", e)
 		}
 		for _, m := range e.Masters {
@@ -168,6 +183,9 @@ func TestSecretsKey(t *testing.T) {
 		}
 		return nil
 	})
+	if out := l.mustRun(2, "status", "--data-dir", l.dataDir(2)); !strings.Contains(out, "secrets encryption: key key2 (keys [key2]); last rotated ") {
+		t.Errorf("status does not show the new key:\n%s", out)
+	}
 	// A Secret written through the API now is stored under key2 too, and
 	// every seeded one reads back (the load checked their data all along).
 	l.mustKubectl(3, "create", "secret", "generic", "after-rotation", "--from-literal=k=v")

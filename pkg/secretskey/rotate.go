@@ -75,7 +75,7 @@ func (r *Rotator) Run(ctx context.Context) (*Result, error) {
 	mu := concurrency.NewMutex(sess, lockPrefix)
 	if err := mu.TryLock(ctx); err != nil {
 		if errors.Is(err, concurrency.ErrLocked) {
-			return nil, fmt.Errorf("another k8s-master secrets rotate-key is running in this cluster; wait for it to end (k8s-master status shows the phase), or rerun once it was stopped")
+			return nil, fmt.Errorf("another k8s-master secrets rotate-key is running in this cluster; wait for it to end (k8s-master status shows the phase); the lock of a run that was killed lapses within 10 s, then rerun")
 		}
 		return nil, fmt.Errorf("take the rotation lock in etcd: %w", err)
 	}

@@ -59,7 +59,19 @@ func ReadStatus(ctx context.Context, cli *clientv3.Client, l layout.Layout) (*St
 	if err != nil {
 		return nil, err
 	}
+	// Reports of masters that left stay behind; only members count.
+	ml, err := cli.MemberList(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("list the etcd members: %w", err)
+	}
+	members := map[string]bool{}
+	for _, m := range ml.Members {
+		members[m.Name] = true
+	}
 	for name, r := range reports {
+		if !members[name] {
+			continue
+		}
 		st.Masters = append(st.Masters, MasterStatus{Name: name, Keys: r.Keys, Current: slices.Equal(r.Keys, st.Keys)})
 	}
 	slices.SortFunc(st.Masters, func(a, b MasterStatus) int {
