@@ -148,6 +148,7 @@ func TestRotateOnEtcd(t *testing.T) {
 	if err != nil {
 		t.Fatalf("rerun: %v\n%s", err, out.String())
 	}
+	t.Logf("rewrite: %+v", *res)
 	if res.Key != "key2" || res.Rewritten != len(plain)-1 || res.Verified != len(plain) {
 		t.Fatalf("result %+v, want %d rewritten and %d verified\n%s", res, len(plain)-1, len(plain), out.String())
 	}
