@@ -231,7 +231,7 @@ func (r *Rotator) waitLoaded(ctx context.Context, sealer *Sealer, d *Desired) er
 			return nil
 		}
 		if time.Since(start) > timeout {
-			return fmt.Errorf("masters %s have not loaded the encryption configuration with keys %s within %s: start them (k8s-master start), or remove a master that is gone for good (k8s-master member remove NAME), then rerun k8s-master secrets rotate-key to resume", strings.Join(lagging, ", "), strings.Join(d.KeyNames(), ", "), timeout)
+			return fmt.Errorf("masters %s have not loaded the encryption configuration with keys %s within %s: start them (k8s-master start), upgrade a master whose release predates secrets rotate-key (it never reports), or remove a master that is gone for good (k8s-master member remove NAME), then rerun k8s-master secrets rotate-key to resume", strings.Join(lagging, ", "), strings.Join(d.KeyNames(), ", "), timeout)
 		}
 		if time.Since(lastSaid) > 5*time.Second {
 			r.printf("  waiting for %s to load keys %s", strings.Join(lagging, ", "), strings.Join(d.KeyNames(), ", "))
