@@ -193,6 +193,54 @@ func TestRotateOnEtcd(t *testing.T) {
 	if d.Primary() != "key3" || len(d.Keys) != 1 || bytes.Contains(raw.Kvs[0].Value, k3.Secret) || strings.Contains(string(raw.Kvs[0].Value), base64.StdEncoding.EncodeToString(k3.Secret)) {
 		t.Fatalf("after the second rotation: %s", raw.Kvs[0].Value)
 	}
+
+	// A master that starts with an older file (it joined with a lagging
+	// master's file, was down, or was restored from a snapshot) has the
+	// desired configuration in its file once Synced returns, before its
+	// apiserver is built.
+	l2 := layout.Layout{Root: t.TempDir()}
+	if err := os.MkdirAll(l2.PKIDir(), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(l2.PKIDir(), pki.SAKey), sa, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(l2.EncryptionConfig(), Render([]Key{k1}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a2 := NewApplier("m2", l2, connect, t.Logf)
+	a2.loadedHash = func() (string, bool) { return "", false }
+	if err := a2.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer a2.Stop(context.Background())
+	if err := a2.Synced(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(l2.EncryptionConfig()); !bytes.Equal(b, Render([]Key{k3})) {
+		t.Fatalf("after the first sync the file is\n%s", b)
+	}
+
+	// With another cluster's sa.key the keys do not open: Synced fails,
+	// so the apiserver is not built on a file that may lack the key in
+	// use, and the file is left alone.
+	if err := os.WriteFile(filepath.Join(l2.PKIDir(), pki.SAKey), []byte("another sa key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(l2.EncryptionConfig(), Render([]Key{k1}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	a3 := NewApplier("m3", l2, connect, t.Logf)
+	if err := a3.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer a3.Stop(context.Background())
+	if err := a3.Synced(ctx); err == nil || !strings.Contains(err.Error(), "sa.key") {
+		t.Fatalf("Synced with a foreign sa.key: %v", err)
+	}
+	if b, _ := os.ReadFile(l2.EncryptionConfig()); !bytes.Equal(b, Render([]Key{k1})) {
+		t.Fatalf("the file was changed:\n%s", b)
+	}
 }
 
 func eventually(t *testing.T, cond func() bool) {
