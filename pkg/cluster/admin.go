@@ -201,12 +201,7 @@ func (a *Admin) Status(ctx context.Context) (*Status, error) {
 			st.Warnings = append(st.Warnings, w)
 		}
 	}
-	enc, warnings, err := a.secretsKeyStatus(ctx)
-	if err != nil {
-		return nil, err
-	}
-	st.SecretsEncryption = enc
-	st.Warnings = append(st.Warnings, warnings...)
+	st.SecretsEncryption, st.Warnings = a.secretsKeyStatus(ctx, st.Warnings)
 	// This master's certificates (and the cluster's CAs, which every
 	// master shares).
 	if cs, err := certs.Check(a.Config.Layout().PKIDir(), time.Now()); err == nil {
