@@ -34,7 +34,7 @@ type Rotator struct {
 	// StopAfter, for tests, ends the run with an error right after the
 	// named phase was recorded (as if it had been killed there).
 	StopAfter Phase
-	// Workers rewriting in parallel (default 8).
+	// Workers rewriting in parallel (default 16).
 	Workers int
 }
 
