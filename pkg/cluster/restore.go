@@ -36,8 +36,9 @@ type RestoreOptions struct {
 // mislead the restored cluster: their registrations and snapshot records
 // (status would list masters that are gone), the VIP holder's election key
 // (a dead holder blocks the campaign until its lease runs out), their
-// reports of the encryption configuration they loaded (a rotation would
-// wait for them), the apiserver endpoint leases (the kubernetes Service would point at the old
+// reports of the encryption configuration they ran (a new master of the
+// same name would seem to run it before it reported), the
+// apiserver endpoint leases (the kubernetes Service would point at the old
 // masters), and the controller-manager's, scheduler's and CSR approver's
 // leader leases (a new leader would wait out the old one's term).
 var staleKeys = []struct {
