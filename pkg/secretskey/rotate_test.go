@@ -15,6 +15,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.etcd.io/etcd/client/v3/concurrency"
 	"go.uber.org/zap"
 	"k8s.io/apiserver/pkg/server/options/encryptionconfig"
 	"k8s.io/apiserver/pkg/storage/value"
@@ -105,6 +106,25 @@ func TestRotateOnEtcd(t *testing.T) {
 		}
 		return Names(keys)
 	}
+
+	// While another run holds the lock, a run is refused and records
+	// nothing.
+	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := concurrency.NewMutex(sess, lockPrefix)
+	if err := held.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := run(""); err == nil || !strings.Contains(err.Error(), "another k8s-master secrets rotate-key is running") {
+		t.Fatalf("a run beside another: %v", err)
+	}
+	if d, _, _, _ := readDesired(ctx, cli); d != nil {
+		t.Fatalf("a refused run recorded %+v", d)
+	}
+	held.Unlock(ctx)
+	sess.Close()
 
 	if _, err := run(PhaseAdding); !errors.Is(err, ErrStopped) {
 		t.Fatalf("first run: %v\n%s", err, out.String())
