@@ -2,9 +2,11 @@
 // rotation test (test/secretskey_test.go):
 //
 //	secretsload seed -kubeconfig K -n 5000     create secretsload-00000.. (data v = own name)
-//	secretsload run -kubeconfig K -n 5000      until SIGTERM: read seeded Secrets (checking
+//	secretsload run -kubeconfig K -n 5000 [-servers URL,URL]
+//	                                           until SIGTERM: read seeded Secrets (checking
 //	                                           their data), patch them, create and delete
-//	                                           others; then print a JSON summary
+//	                                           others, spread over the servers given (default:
+//	                                           the kubeconfig's); then print a JSON summary
 //	secretsload raw -data-dir D                count the raw etcd values under
 //	                                           /registry/secrets/ by envelope prefix (JSON)
 //
@@ -22,6 +24,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -64,7 +67,13 @@ func main() {
 }
 
 func client(kubeconfig string) (*kubernetes.Clientset, error) {
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	return clientFor(kubeconfig, "")
+}
+
+// clientFor is an unthrottled client of kubeconfig, talking to server
+// ("": the kubeconfig's).
+func clientFor(kubeconfig, server string) (*kubernetes.Clientset, error) {
+	rc, err := clientcmd.BuildConfigFromFlags(server, kubeconfig)
 	if err != nil {
 		return nil, err
 	}
@@ -127,10 +136,15 @@ func run(args []string) error {
 	kubeconfig := fs.String("kubeconfig", "", "admin kubeconfig")
 	n := fs.Int("n", 5000, "seeded Secrets")
 	workers := fs.Int("workers", 4, "parallel clients")
+	servers := fs.String("servers", "", "comma-separated apiserver URLs the workers take turns on (default: the kubeconfig's server)")
 	fs.Parse(args)
-	cs, err := client(*kubeconfig)
-	if err != nil {
-		return err
+	var clients []*kubernetes.Clientset
+	for _, s := range strings.Split(*servers, ",") {
+		cs, err := clientFor(*kubeconfig, s)
+		if err != nil {
+			return err
+		}
+		clients = append(clients, cs)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -151,9 +165,9 @@ func run(args []string) error {
 		}
 		mu.Unlock()
 	}
-	secrets := cs.CoreV1().Secrets(namespace)
 	var wg sync.WaitGroup
 	for w := range *workers {
+		secrets := clients[w%len(clients)].CoreV1().Secrets(namespace)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -172,7 +186,7 @@ func run(args []string) error {
 					_, err := secrets.Patch(rctx, name(i), types.MergePatchType, []byte(patch), metav1.PatchOptions{})
 					count(err)
 				case 3:
-					tmp := fmt.Sprintf("secretsload-tmp-%d-%d", w, j)
+					tmp := fmt.Sprintf("secretsload-tmp-%d-%d-%d", os.Getpid(), w, j)
 					_, err := secrets.Create(rctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: tmp}, Data: map[string][]byte{"v": []byte(tmp)}}, metav1.CreateOptions{})
 					count(err)
 					if err == nil {
