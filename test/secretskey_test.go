@@ -21,10 +21,11 @@ import (
 // holding 5000 Secrets while a client reads, patches, creates and deletes
 // Secrets through the VIP: the first run stops after the new key became
 // primary (the test hook), a master that does not hold the VIP is killed,
-// and a rerun waits for it, resumes and finishes once it is back. Then no
-// request failed, every raw etcd value carries the new key, the old key is
-// in no master's configuration file, status shows the new key alone, and
-// a master that joins afterwards reads every Secret.
+// and a rerun waits for it, resumes and finishes once it is back; from
+// then on a second client also works on each master that stays up by its
+// own address. Then no request failed, every raw etcd value carries the
+// new key, the old key is in no master's configuration file, status shows
+// the new key alone, and a master that joins afterwards reads every Secret.
 func TestSecretsKey(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts several control planes")
