@@ -42,6 +42,9 @@ resumes from the recorded phase. k8s-master status shows the key in use and
 the phase.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if output != "text" && output != "json" {
+				return fmt.Errorf("--output %q: use text or json", output)
+			}
 			process.SetupAdmin()
 			a, err := cluster.OpenAdmin(*dataDir)
 			if err != nil {
