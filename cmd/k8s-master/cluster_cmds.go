@@ -25,7 +25,7 @@ import (
 // status, leave, member.
 func addClusterCommands(root *cobra.Command, dataDir *string) {
 	root.AddCommand(newJoinCommand(dataDir), newTokenCommand(dataDir), newStatusCommand(dataDir),
-		newLeaveCommand(dataDir), newMemberCommand(dataDir), newSnapshotCommand(dataDir), newRestoreCommand(dataDir), newCertsCommand(dataDir),
+		newLeaveCommand(dataDir), newMemberCommand(dataDir), newSnapshotCommand(dataDir), newRestoreCommand(dataDir), newCertsCommand(dataDir), newSecretsCommand(dataDir),
 		newWorkerCommand(dataDir))
 }
 
@@ -297,6 +297,7 @@ func newStatusCommand(dataDir *string) *cobra.Command {
 					fmt.Fprintf(out, "snapshots of %s: %s; every %s, keep %d, in %s; %d failed, %d skipped (nothing new)\n", r.Master, last, r.Interval, r.Retention, r.Dir, r.Failures, r.Skipped)
 				}
 				printAddons(out, st.Addons)
+				printSecretsEncryption(out, st.SecretsEncryption)
 				if st.Mixed {
 					fmt.Fprintln(out, "upgrade:", st.Upgrade)
 				}

@@ -26,6 +26,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/layout"
 	"github.com/k8s-master/k8s-master/pkg/pki"
 	"github.com/k8s-master/k8s-master/pkg/poll"
+	"github.com/k8s-master/k8s-master/pkg/secretskey"
 	"github.com/k8s-master/k8s-master/pkg/snapshot"
 	"github.com/k8s-master/k8s-master/pkg/version"
 	"github.com/k8s-master/k8s-master/pkg/vip"
@@ -97,8 +98,10 @@ type Status struct {
 	Snapshots []snapshot.Record `json:"snapshots"`
 	// Addons are kube-proxy's and CoreDNS's workloads; nil when no
 	// apiserver answered.
-	Addons   []addons.Status `json:"addons"`
-	Warnings []string        `json:"warnings"`
+	Addons []addons.Status `json:"addons"`
+	// SecretsEncryption is the key in use and the rotation state.
+	SecretsEncryption *secretskey.Status `json:"secretsEncryption,omitempty"`
+	Warnings          []string           `json:"warnings"`
 }
 
 // SpaceAlarm is etcd's NOSPACE alarm as `status` explains it.
@@ -203,6 +206,7 @@ func (a *Admin) Status(ctx context.Context) (*Status, error) {
 		}
 	}
 	st.Addons, st.Warnings = a.addonStatus(ctx, st.Warnings)
+	st.SecretsEncryption, st.Warnings = a.secretsKeyStatus(ctx, st.Warnings)
 	// This master's certificates (and the cluster's CAs, which every
 	// master shares).
 	if cs, err := certs.Check(a.Config.Layout().PKIDir(), time.Now()); err == nil {

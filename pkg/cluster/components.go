@@ -15,6 +15,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/etcd"
 	"github.com/k8s-master/k8s-master/pkg/etcdspace"
 	"github.com/k8s-master/k8s-master/pkg/join"
+	"github.com/k8s-master/k8s-master/pkg/secretskey"
 	"github.com/k8s-master/k8s-master/pkg/snapshot"
 	"github.com/k8s-master/k8s-master/pkg/version"
 	"github.com/k8s-master/k8s-master/pkg/vip"
@@ -66,6 +67,16 @@ type builder struct {
 	// workers are the steps that serve worker nodes (objects for kubelets
 	// and kubeadm, the serving-CSR approver); nil: none.
 	workers func(m *Master) []component.Step
+	// secretsKey keeps the encryption configuration file equal to the
+	// cluster's desired one (pkg/secretskey); nil: the file stays as made.
+	secretsKey func(c *config.Config, connect func() (*clientv3.Client, error), logf func(string, ...any)) secretsKeyPart
+}
+
+// secretsKeyPart applies the cluster's encryption configuration; the
+// apiserver is built only once Synced returned.
+type secretsKeyPart interface {
+	component.Component
+	Synced(ctx context.Context) error
 }
 
 // realParts builds the upstream components.
@@ -95,6 +106,9 @@ var realParts = builder{
 	promote:       promote,
 	removeLearner: removeLearner,
 	workers:       (*Master).workerSteps,
+	secretsKey: func(c *config.Config, connect func() (*clientv3.Client, error), logf func(string, ...any)) secretsKeyPart {
+		return secretskey.NewApplier(c.Name, c.Layout(), connect, logf)
+	},
 }
 
 // etcdMember is the embedded etcd member.
@@ -158,6 +172,10 @@ type apiServer struct {
 	cfg     *config.Config
 	timeout time.Duration
 
+	// prepare runs before the build (the encryption configuration synced
+	// from etcd); nil: nothing.
+	prepare func(ctx context.Context) error
+
 	cancel context.CancelFunc
 	built  chan struct{} // closed once a or buildErr is set
 	a      *controlplane.APIServer
@@ -173,6 +191,12 @@ func (s *apiServer) Start(ctx context.Context) error {
 	runCtx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	s.cancel, s.built, s.exited = cancel, make(chan struct{}), make(chan error, 1)
 	go func() {
+		if s.prepare != nil {
+			if s.err = s.prepare(runCtx); s.err != nil {
+				close(s.built)
+				return
+			}
+		}
 		s.a, s.err = controlplane.StartAPIServer(runCtx, s.cfg)
 		close(s.built)
 		if s.err != nil {

@@ -96,6 +96,11 @@ type Master struct {
 	stopRequested chan struct{}
 	stopOnce      sync.Once
 
+	// creating is set by init of a new cluster: its etcd holds no
+	// desired encryption configuration yet, so the apiserver need not
+	// wait for the first sync (it builds while etcd elects itself).
+	creating bool
+
 	// workerEndpoint is where cluster-info sends workers (host:port).
 	workerEndpoint string
 
@@ -205,6 +210,15 @@ func (m *Master) openVIP(r *component.Runner, probe bool) error {
 // components; they build in the background.
 func (m *Master) startControlPlane(ctx context.Context, r *component.Runner) error {
 	m.api = m.parts.apiServer(m.cfg, m.readyTimeout)
+	if m.parts.secretsKey != nil {
+		sk := m.parts.secretsKey(m.cfg, func() (*clientv3.Client, error) { return m.parts.connect(m.cfg) }, r.Printf)
+		if err := r.Start(ctx, sk); err != nil {
+			return err
+		}
+		if a, ok := m.api.(*apiServer); ok && !m.creating {
+			a.prepare = sk.Synced
+		}
+	}
 	m.leaders = []component.Component{
 		m.parts.controllerManager(m.cfg, m.api, m.readyTimeout),
 		m.parts.scheduler(m.cfg, m.api, m.readyTimeout),

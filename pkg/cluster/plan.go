@@ -44,6 +44,7 @@ func initWith(ctx context.Context, c *config.Config, o Options, parts builder) (
 		return m.start(ctx, c, ds.State)
 	}
 	m.run.Printf("k8s-master: initialising a new cluster in %s (node %s, %s)", c.DataDir, c.Name, c.AdvertiseAddress)
+	m.creating = true
 	if err := c.CheckIfaceHasVIP(); err != nil {
 		return nil, err
 	}

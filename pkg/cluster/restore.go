@@ -16,6 +16,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/datadir"
 	"github.com/k8s-master/k8s-master/pkg/etcd"
 	"github.com/k8s-master/k8s-master/pkg/pki"
+	"github.com/k8s-master/k8s-master/pkg/secretskey"
 	"github.com/k8s-master/k8s-master/pkg/snapshot"
 	"github.com/k8s-master/k8s-master/pkg/upgrade"
 	"github.com/k8s-master/k8s-master/pkg/version"
@@ -34,7 +35,9 @@ type RestoreOptions struct {
 // staleKeys are what the snapshot's masters left in etcd that would
 // mislead the restored cluster: their registrations and snapshot records
 // (status would list masters that are gone), the VIP holder's election key
-// (a dead holder blocks the campaign until its lease runs out), the
+// (a dead holder blocks the campaign until its lease runs out), their
+// reports of the encryption configuration they ran (a new master of the
+// same name would seem to run it before it reported), the
 // apiserver endpoint leases (the kubernetes Service would point at the old
 // masters), and the controller-manager's, scheduler's and CSR approver's
 // leader leases (a new leader would wait out the old one's term).
@@ -45,6 +48,7 @@ var staleKeys = []struct {
 	{"/k8s-master/masters/", true},
 	{snapshot.RecordPrefix, true},
 	{vip.ElectionKey, true},
+	{secretskey.LoadedPrefix, true},
 	{"/registry/masterleases/", true},
 	{"/registry/leases/kube-system/kube-controller-manager", false},
 	{"/registry/leases/kube-system/kube-scheduler", false},

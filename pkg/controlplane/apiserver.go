@@ -21,6 +21,7 @@ import (
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/apiserver/pkg/server/healthz"
+	encryptionconfigcontroller "k8s.io/apiserver/pkg/server/options/encryptionconfig/controller"
 	"k8s.io/klog/v2"
 	apiserverapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	apiserveroptions "k8s.io/kubernetes/cmd/kube-apiserver/app/options"
@@ -80,6 +81,9 @@ func apiServerArgs(c *config.Config) []string {
 		"--enable-admission-plugins=NodeRestriction",
 		"--allow-privileged=true",
 		"--encryption-provider-config=" + l.EncryptionConfig(),
+		// The file changes during a key rotation (pkg/secretskey) and
+		// every master takes it up without a restart.
+		"--encryption-provider-config-automatic-reload=true",
 		// Anonymous requests are authenticated only for the health
 		// endpoints (structured authentication config, GA in 1.34).
 		"--authentication-config=" + l.AuthenticationConfig(),
@@ -102,6 +106,10 @@ func apiServerArgs(c *config.Config) []string {
 // StartAPIServer builds the apiserver and starts serving in the background;
 // use WaitReady to wait for /readyz.
 func StartAPIServer(ctx context.Context, c *config.Config) (*APIServer, error) {
+	// A rotation waits for every master to reload its encryption
+	// configuration, three times; upstream looks at the file once a
+	// minute. Reading and hashing a small file every 2 s costs nothing.
+	encryptionconfigcontroller.EncryptionConfigFileChangePollDuration = 2 * time.Second
 	s := apiserveroptions.NewServerRunOptions()
 	fs := pflag.NewFlagSet("kube-apiserver", pflag.ContinueOnError)
 	for _, f := range s.Flags().FlagSets {
