@@ -243,7 +243,7 @@ func (m *Master) servingSteps() []component.Step {
 			return r.Start(ctx, m.parts.joinService(m.cfg, m.state, m.etcdClient, m.describe))
 		}},
 		{Do: func(ctx context.Context, r *component.Runner) error {
-			cr := &certRenewer{cfg: m.cfg, interval: RenewInterval, logf: r.Printf}
+			cr := &certRenewer{cfg: m.cfg, interval: renewInterval(), logf: r.Printf}
 			if err := r.Start(ctx, cr); err != nil {
 				return err
 			}
