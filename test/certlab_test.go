@@ -2,6 +2,8 @@ package test
 
 import (
 	"bufio"
+	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -293,4 +295,201 @@ func TestCertRenewal(t *testing.T) {
 		t.Errorf("after the renewals: %v %+v", err, s)
 	}
 	c.checkSamePIDs(t)
+}
+
+// stop ends the load now; wait then reads its log.
+func (lc *loadClient) stop() { lc.cmd.Process.Signal(syscall.SIGTERM) }
+
+// caRotationJSON is the caRotation part of `status --output json`.
+type caRotationJSON struct {
+	CARotation *struct {
+		ID         string            `json:"id"`
+		Phase      string            `json:"phase"`
+		WindowEnds time.Time         `json:"windowEnds"`
+		Masters    map[string]string `json:"masters"`
+	} `json:"caRotation"`
+}
+
+func (c *certLab) caRotation(t *testing.T, i int) caRotationJSON {
+	t.Helper()
+	var s caRotationJSON
+	out := c.mustRun(i, "status", "--data-dir", c.dataDir(i), "--output", "json")
+	if err := json.Unmarshal([]byte(out), &s); err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	return s
+}
+
+// rotateCA runs certs rotate-ca on m1; stopAfter sets the test hook that
+// ends the command after that phase ("" runs it to the end).
+func (c *certLab) rotateCA(t *testing.T, stopAfter string, args ...string) string {
+	t.Helper()
+	t.Setenv("K8S_MASTER_TEST_ROTATE_CA_STOP_AFTER", stopAfter)
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	cmd := c.cmdContext(ctx, append([]string{"run", "1", masterBin, "certs", "rotate-ca", "--data-dir", c.dataDir(1)}, args...)...)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("certs rotate-ca (stop after %q): %v\n%s", stopAfter, err, out)
+	}
+	t.Logf("certs rotate-ca (stop after %q) took %.1f s:\n%s", stopAfter, time.Since(start).Seconds(), out)
+	return string(out)
+}
+
+// kubectlReady runs kubectl get --raw /readyz through the VIP from the
+// client namespace with a kubeconfig.
+func (c *certLab) kubectlReady(kubeconfig string) error {
+	out, err := c.kubectlWithConfig(kubeconfig, "get", "--raw", "/readyz")
+	if err != nil || strings.TrimSpace(out) != "ok" {
+		return fmt.Errorf("%v: %s", err, strings.TrimSpace(out))
+	}
+	return nil
+}
+
+// TestCertRotation takes 3 masters with a VIP through `certs rotate-ca`
+// while clients read and write through the VIP: one holding the admin
+// kubeconfig of before the rotation (until the window ends), one holding
+// the new admin kubeconfig (from when it is written to the end). Neither
+// may see a failed request. The command is stopped after phase trust (a
+// test hook), m3 is SIGKILLed and started again, and reruns of the command
+// carry the rotation on to the end. Afterwards the old admin kubeconfig is
+// refused and the new one works; m1 and m2 never restarted.
+func TestCertRotation(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts several control planes")
+	}
+	if _, err := exec.LookPath("kubectl"); err != nil {
+		t.Skip("kubectl is not installed; .ci/run installs it")
+	}
+	c := startCertLab(t)
+	oldKC := filepath.Join(c.dir, "old-admin.kubeconfig")
+	if err := os.WriteFile(oldKC, mustRead(t, c.kubeconfig(1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	oldCA := mustRead(t, filepath.Join(c.dataDir(1), "pki", "ca.crt"))
+	oldLoad := c.startLoad(t, "old-kubeconfig", oldKC, 10, time.Hour, true)
+
+	// Phase trust, then the command "dies".
+	out := c.rotateCA(t, "trust", "--window", "20s")
+	if !strings.Contains(out, "phase trust: in force on every master") {
+		t.Fatalf("rotate-ca output:\n%s", out)
+	}
+	s := c.caRotation(t, 2)
+	if s.CARotation == nil || s.CARotation.Phase != "trust" || len(s.CARotation.Masters) != 3 {
+		t.Fatalf("status after phase trust: %+v", s.CARotation)
+	}
+	for n, p := range s.CARotation.Masters {
+		if p != "trust" {
+			t.Errorf("status: %s applied %q, want trust", n, p)
+		}
+	}
+
+	// A master killed between phases, started again.
+	c.ms[3].stop(syscall.SIGKILL, 10*time.Second)
+	c.ms[3] = c.start(3, "start")
+	c.ms[3].waitReady(3 * time.Minute)
+	waitHealthy(t, c.lab, 1)
+
+	out = c.rotateCA(t, "clients")
+	if !strings.Contains(out, "carrying on") || !strings.Contains(out, "phase clients: in force on every master") {
+		t.Fatalf("rerun of rotate-ca output:\n%s", out)
+	}
+	newKC := filepath.Join(c.dir, "new-admin.kubeconfig")
+	if err := os.WriteFile(newKC, mustRead(t, c.kubeconfig(1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	newCA := mustRead(t, filepath.Join(c.dataDir(1), "pki", "ca.crt"))
+	if string(newCA) == string(oldCA) {
+		t.Fatal("phase clients: ca.crt is still the old CA")
+	}
+	for i := 2; i <= 3; i++ {
+		if got := mustRead(t, filepath.Join(c.dataDir(i), "pki", "ca.crt")); string(got) != string(newCA) {
+			t.Errorf("m%d signs with another CA than m1", i)
+		}
+	}
+	newLoad := c.startLoad(t, "new-kubeconfig", newKC, 10, time.Hour, true)
+	for name, kc := range map[string]string{"old": oldKC, "new": newKC} {
+		if err := c.kubectlReady(kc); err != nil {
+			t.Errorf("during the window, the %s admin kubeconfig: %v", name, err)
+		}
+	}
+
+	// To the end: the window (at least 5.5 minutes after phase trust),
+	// serve, drop.
+	done := make(chan string, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+		defer cancel()
+		os.Unsetenv("K8S_MASTER_TEST_ROTATE_CA_STOP_AFTER")
+		b, err := c.cmdContext(ctx, "run", "1", masterBin, "certs", "rotate-ca", "--data-dir", c.dataDir(1)).CombinedOutput()
+		if err != nil {
+			b = append(b, []byte("\nERROR: "+err.Error())...)
+		}
+		done <- string(b)
+	}()
+	var windowEnds time.Time
+	eventually(t, time.Minute, "status shows the end of the window", func() error {
+		s := c.caRotation(t, 1)
+		if s.CARotation == nil || s.CARotation.WindowEnds.IsZero() {
+			return fmt.Errorf("%+v", s.CARotation)
+		}
+		windowEnds = s.CARotation.WindowEnds
+		return nil
+	})
+	t.Logf("window ends at %s", windowEnds.Format(clock))
+	time.Sleep(time.Until(windowEnds.Add(-5 * time.Second)))
+	if err := c.kubectlReady(oldKC); err != nil {
+		t.Errorf("5 s before the window ends, the old admin kubeconfig: %v", err)
+	}
+	oldLoad.stop()
+	ok, failed, first := oldLoad.wait(t, time.Minute)
+	t.Logf("client with the old admin kubeconfig, rotation start to window end: %d requests ok, %d failed", ok, failed)
+	if failed > 0 || ok < 100 {
+		t.Errorf("client with the old admin kubeconfig: %d ok, %d failed (first at %s); want none failed", ok, failed, first)
+	}
+
+	select {
+	case out = <-done:
+	case <-time.After(15 * time.Minute):
+		t.Fatal("certs rotate-ca did not finish")
+	}
+	t.Logf("final certs rotate-ca:\n%s", out)
+	if !strings.Contains(out, "done: the old cluster and front-proxy CAs are trusted nowhere") {
+		t.Fatalf("the rotation did not finish")
+	}
+	time.Sleep(10 * time.Second) // the new client keeps going past the end
+	newLoad.stop()
+	ok, failed, first = newLoad.wait(t, time.Minute)
+	t.Logf("client with the new admin kubeconfig, phase clients to the end: %d requests ok, %d failed", ok, failed)
+	if failed > 0 || ok < 100 {
+		t.Errorf("client with the new admin kubeconfig: %d ok, %d failed (first at %s); want none failed", ok, failed, first)
+	}
+
+	if err := c.kubectlReady(oldKC); err == nil {
+		t.Error("after the rotation the old admin kubeconfig still works")
+	} else {
+		t.Logf("old admin kubeconfig after the rotation: %v", err)
+	}
+	for _, kc := range []string{newKC, c.kubeconfig(1), c.kubeconfig(3)} {
+		if err := c.kubectlReady(kc); err != nil {
+			t.Errorf("after the rotation, %s: %v", kc, err)
+		}
+	}
+	for i := 1; i <= 3; i++ {
+		pki := filepath.Join(c.dataDir(i), "pki")
+		if got := mustRead(t, filepath.Join(pki, "ca-bundle.crt")); string(got) != string(newCA) {
+			t.Errorf("m%d's trust bundle is not the new CA alone", i)
+		}
+		for _, f := range []string{"ca-old.crt", "ca-old.key", "ca-next.crt", "front-proxy-ca-old.crt"} {
+			if _, err := os.Stat(filepath.Join(pki, f)); err == nil {
+				t.Errorf("m%d still has %s", i, f)
+			}
+		}
+	}
+	if s := c.caRotation(t, 3); s.CARotation == nil || s.CARotation.Phase != "done" {
+		t.Errorf("status after the rotation: %+v", s.CARotation)
+	}
+	waitHealthy(t, c.lab, 2)
+	c.checkSamePIDs(t, 3)
 }

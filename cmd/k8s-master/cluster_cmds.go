@@ -295,6 +295,7 @@ func newStatusCommand(dataDir *string) *cobra.Command {
 					}
 					fmt.Fprintf(out, "snapshots of %s: %s; every %s, keep %d, in %s; %d failed, %d skipped (nothing new)\n", r.Master, last, r.Interval, r.Retention, r.Dir, r.Failures, r.Skipped)
 				}
+				printCARotation(out, st.CARotation)
 				if st.Mixed {
 					fmt.Fprintln(out, "upgrade:", st.Upgrade)
 				}

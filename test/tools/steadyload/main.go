@@ -19,10 +19,12 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"os/signal"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -99,8 +101,17 @@ func run(args []string) error {
 	tick := time.NewTicker(time.Second / time.Duration(*rate))
 	defer tick.Stop()
 	end := time.Now().Add(*duration)
+	// SIGTERM ends the run early with every answer logged (tests stop a
+	// client at a moment they pick).
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, os.Interrupt)
+loop:
 	for n := 0; time.Now().Before(end); n++ {
-		<-tick.C
+		select {
+		case <-tick.C:
+		case <-stop:
+			break loop
+		}
 		wg.Add(1)
 		go func(n int) {
 			defer wg.Done()
