@@ -384,6 +384,9 @@ func TestCertRotation(t *testing.T) {
 			t.Errorf("status: %s applied %q, want trust", n, p)
 		}
 	}
+	if human := c.mustRun(3, "status", "--data-dir", c.dataDir(3)); !strings.Contains(human, "CA rotation "+s.CARotation.ID+": phase trust (applied: m1 trust, m2 trust, m3 trust)") {
+		t.Errorf("status does not show the rotation per master:\n%s", human)
+	}
 
 	// A master killed between phases, started again.
 	c.ms[3].stop(syscall.SIGKILL, 10*time.Second)
