@@ -17,6 +17,7 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/join"
@@ -259,6 +260,7 @@ func (a *Admin) RotateCA(ctx context.Context, window time.Duration, windowSet bo
 			return nil
 		}
 		if r.Phase == pki.PhaseClients {
+			a.warnWorkers(ctx, out)
 			if err := waitUntil(ctx, r.serveAt(), out); err != nil {
 				return err
 			}
@@ -269,6 +271,21 @@ func (a *Admin) RotateCA(ctx context.Context, window time.Duration, windowSet bo
 		}
 		fmt.Fprintf(out, "phase %s: recorded; waiting for every master\n", r.Phase)
 	}
+}
+
+// warnWorkers says what the window is for when the cluster has worker
+// nodes: nothing of k8s-master runs on them to hand their kubelets the new
+// CA (docs/certificates.md).
+func (a *Admin) warnWorkers(ctx context.Context, out io.Writer) {
+	cs, err := a.Kube()
+	if err != nil {
+		return
+	}
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil || len(nodes.Items) == 0 {
+		return
+	}
+	fmt.Fprintf(out, "warning: %d worker node(s): a kubelet that joined before this rotation trusts only the old CA and holds a client certificate of it; before the window ends give each the CA bundle (cluster-info's certificate-authority-data) and a client certificate of the new CA, or rejoin it; see docs/certificates.md\n", len(nodes.Items))
 }
 
 // waitUntil sleeps until t, saying so.
