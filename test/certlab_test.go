@@ -493,6 +493,19 @@ func TestCertRotation(t *testing.T) {
 	if s := c.caRotation(t, 3); s.CARotation == nil || s.CARotation.Phase != "done" {
 		t.Errorf("status after the rotation: %+v", s.CARotation)
 	}
+	// Join tokens and kubeadm join lines made now pin the new CA.
+	newPin := caPin(t, filepath.Join(c.dataDir(1), "pki", "ca.crt"))
+	if tok := strings.TrimSpace(c.mustRun(2, "token", "create", "--data-dir", c.dataDir(2))); !strings.HasSuffix(tok, "/"+newPin) {
+		t.Errorf("a master join token after the rotation: %s, want the new CA's pin %s", tok, newPin)
+	}
+	if line := c.mustRun(1, "token", "create", "--worker", "--data-dir", c.dataDir(1)); !strings.Contains(line, "--discovery-token-ca-cert-hash "+newPin) {
+		t.Errorf("kubeadm join line after the rotation: %s, want the new CA's pin %s", line, newPin)
+	}
 	waitHealthy(t, c.lab, 2)
 	c.checkSamePIDs(t, 3)
+	// A master restarted after the rotation starts on the new CAs.
+	c.ms[3].stop(syscall.SIGTERM, time.Minute)
+	c.ms[3] = c.start(3, "start")
+	c.ms[3].waitReady(3 * time.Minute)
+	waitHealthy(t, c.lab, 3)
 }

@@ -508,6 +508,17 @@ func (c *caRotator) apply(ctx context.Context, r *caRotation) error {
 		}
 		cas[k.kind] = [2]*pki.CA{old, next}
 	}
+	// The cluster's recorded pin names the CA that signs the join
+	// service's certificate (join tokens and kubeadm join lines carry it):
+	// the new one from phase serve. Recorded before the files change, so
+	// that a master killed in between still finds its pin among its CAs.
+	pinCA := cas["cluster"][0]
+	if r.Phase == pki.PhaseServe || r.Phase == pki.PhaseDrop {
+		pinCA = cas["cluster"][1]
+	}
+	if err := c.m.recordCAPin(pki.Pin(pinCA.Cert)); err != nil {
+		return err
+	}
 	// One writer of the leaves at a time: the renewer's lock.
 	c.renewer.mu.Lock()
 	for _, k := range caKinds {
@@ -647,5 +658,22 @@ func publishClusterInfo(ctx context.Context, c *config.Config, cli *clientv3.Cli
 	if _, err := nodebootstrap.Apply(actx, cs, s); err != nil {
 		return fmt.Errorf("publish cluster-info with the new CA bundle: %w", err)
 	}
+	return nil
+}
+
+// recordCAPin sets the cluster CA pin in state.json and in the state the
+// join service answers with.
+func (m *Master) recordCAPin(pin string) error {
+	if m.state.CAPin == pin {
+		return nil
+	}
+	st := *m.state
+	st.CAPin = pin
+	if err := config.WriteState(m.cfg.Layout().State(), &st); err != nil {
+		return fmt.Errorf("record the new CA pin in %s: %w", m.cfg.Layout().State(), err)
+	}
+	// A plain string store the join service reads per request; a join
+	// racing it is refused with a pin mismatch and retried by the joiner.
+	m.state.CAPin = pin
 	return nil
 }

@@ -232,3 +232,20 @@ func LoadServingCA(dir, name string, current *CA) (*CA, error) {
 	}
 	return LoadCA(dir, OldName(name))
 }
+
+// CAPins are the pins of the CA called name under dir and of its staged
+// successor and retired predecessor, whichever exist: during and right
+// after a rotation the pin a master recorded may be any of them.
+func CAPins(dir, name string) []string {
+	var pins []string
+	for _, stem := range []string{name, NextName(name), OldName(name)} {
+		data, err := os.ReadFile(CertPath(dir, stem))
+		if err != nil {
+			continue
+		}
+		if cert, err := ParseCert(data); err == nil {
+			pins = append(pins, Pin(cert))
+		}
+	}
+	return pins
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/x509"
 	"os"
+	"slices"
 	"testing"
 	"time"
 )
@@ -107,6 +108,17 @@ func TestConvergeCAPhases(t *testing.T) {
 			if !got[i].Equal(w.bundle[i].Cert) {
 				t.Errorf("%s: bundle entry %d is the wrong CA", phase, i)
 			}
+		}
+		// A pin recorded for any CA of the bundle is still found (a
+		// master killed between recording the pin and moving its files).
+		pins := CAPins(dir, ClusterCA)
+		for _, ca := range w.bundle {
+			if !slices.Contains(pins, Pin(ca.Cert)) {
+				t.Errorf("%s: CAPins %v lacks a CA of the bundle", phase, pins)
+			}
+		}
+		if len(pins) != len(w.bundle) {
+			t.Errorf("%s: CAPins %v, want %d", phase, pins, len(w.bundle))
 		}
 		for _, f := range w.files {
 			if _, err := os.Stat(dir + "/" + f); err != nil {
