@@ -474,6 +474,15 @@ func TestCertRotation(t *testing.T) {
 	} else {
 		t.Logf("old admin kubeconfig after the rotation: %v", err)
 	}
+	// Its client certificate is refused too, even by a client that
+	// verifies the server with the new CA.
+	newCAFile := filepath.Join(c.dir, "new-ca.crt")
+	if err := os.WriteFile(newCAFile, newCA, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := c.kubectlWithConfig(oldKC, "--certificate-authority", newCAFile, "get", "ns"); err == nil || !strings.Contains(out, "Unauthorized") {
+		t.Errorf("the old admin certificate after the rotation: %v %s, want Unauthorized", err, out)
+	}
 	for _, kc := range []string{newKC, c.kubeconfig(1), c.kubeconfig(3)} {
 		if err := c.kubectlReady(kc); err != nil {
 			t.Errorf("after the rotation, %s: %v", kc, err)
