@@ -25,12 +25,14 @@ type certLab struct {
 	load string // steadyload binary
 }
 
-func startCertLab(t *testing.T) *certLab {
+// startCertLab starts masters m1..m3 with a VIP on a lab of hosts hosts
+// (the others stay free for later joins).
+func startCertLab(t *testing.T, hosts int) *certLab {
 	t.Helper()
 	if _, err := exec.LookPath("openssl"); err != nil {
 		t.Skip("the certificate lab reads served certificates with openssl")
 	}
-	c := &certLab{lab: newLab(t, 3), ms: map[int]*master{}, pids: map[int]int{}, load: buildTool(t, "steadyload")}
+	c := &certLab{lab: newLab(t, hosts), ms: map[int]*master{}, pids: map[int]int{}, load: buildTool(t, "steadyload")}
 	c.ms[1] = c.start(1, "init", vipInitFlags...)
 	c.ms[1].waitReady(2 * time.Minute)
 	data, err := os.ReadFile(filepath.Join(c.dataDir(1), "token"))
@@ -223,7 +225,7 @@ func TestCertRenewal(t *testing.T) {
 	t.Setenv("K8S_MASTER_TEST_LEAF_VALIDITY", "6m")
 	t.Setenv("K8S_MASTER_TEST_RENEW_BEFORE", "5m15s")
 	t.Setenv("K8S_MASTER_TEST_RENEW_INTERVAL", "5s")
-	c := startCertLab(t)
+	c := startCertLab(t, 3)
 
 	first := c.servedSerials(t)
 	// The admin certificate the clients hold lasts six minutes: long
@@ -362,7 +364,7 @@ func TestCertRotation(t *testing.T) {
 	if _, err := exec.LookPath("kubectl"); err != nil {
 		t.Skip("kubectl is not installed; .ci/run installs it")
 	}
-	c := startCertLab(t)
+	c := startCertLab(t, 4)
 	oldKC := filepath.Join(c.dir, "old-admin.kubeconfig")
 	if err := os.WriteFile(oldKC, mustRead(t, c.kubeconfig(1)), 0o600); err != nil {
 		t.Fatal(err)
@@ -412,6 +414,22 @@ func TestCertRotation(t *testing.T) {
 		}
 	}
 	newLoad := c.startLoad(t, "new-kubeconfig", newKC, 10, time.Hour, true)
+
+	// A master that joins during the window gets the CAs of the phase.
+	token := strings.TrimSpace(c.mustRun(1, "token", "create", "--data-dir", c.dataDir(1)))
+	c.ms[4] = c.start(4, "join", "--token", token)
+	c.ms[4].waitReady(4 * time.Minute)
+	eventually(t, time.Minute, "m4 applies phase clients", func() error {
+		if p := c.caRotation(t, 4).CARotation.Masters["m4"]; p != "clients" {
+			return fmt.Errorf("m4 applied %q", p)
+		}
+		return nil
+	})
+	for _, f := range []string{"ca-bundle.crt", "ca-old.crt", "ca.crt"} {
+		if a, b := mustRead(t, filepath.Join(c.dataDir(1), "pki", f)), mustRead(t, filepath.Join(c.dataDir(4), "pki", f)); string(a) != string(b) {
+			t.Errorf("m4 joined during the window with another %s than m1", f)
+		}
+	}
 	for name, kc := range map[string]string{"old": oldKC, "new": newKC} {
 		if err := c.kubectlReady(kc); err != nil {
 			t.Errorf("during the window, the %s admin kubeconfig: %v", name, err)
@@ -488,7 +506,7 @@ func TestCertRotation(t *testing.T) {
 			t.Errorf("after the rotation, %s: %v", kc, err)
 		}
 	}
-	for i := 1; i <= 3; i++ {
+	for i := 1; i <= 4; i++ {
 		pki := filepath.Join(c.dataDir(i), "pki")
 		if got := mustRead(t, filepath.Join(pki, "ca-bundle.crt")); string(got) != string(newCA) {
 			t.Errorf("m%d's trust bundle is not the new CA alone", i)
@@ -510,11 +528,19 @@ func TestCertRotation(t *testing.T) {
 	if line := c.mustRun(1, "token", "create", "--worker", "--data-dir", c.dataDir(1)); !strings.Contains(line, "--discovery-token-ca-cert-hash "+newPin) {
 		t.Errorf("kubeadm join line after the rotation: %s, want the new CA's pin %s", line, newPin)
 	}
-	waitHealthy(t, c.lab, 2)
-	c.checkSamePIDs(t, 3)
+	c.checkSamePIDs(t, 3, 4)
 	// A master restarted after the rotation starts on the new CAs.
 	c.ms[3].stop(syscall.SIGTERM, time.Minute)
 	c.ms[3] = c.start(3, "start")
 	c.ms[3].waitReady(3 * time.Minute)
-	waitHealthy(t, c.lab, 3)
+	eventually(t, 2*time.Minute, "4 healthy voters after m3's restart", func() error {
+		s, err := vipStatus(c.lab, 3)
+		if err != nil {
+			return err
+		}
+		if s.HealthyVoters != 4 {
+			return fmt.Errorf("%s", s.names())
+		}
+		return nil
+	})
 }
