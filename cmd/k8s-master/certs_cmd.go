@@ -14,7 +14,7 @@ import (
 )
 
 func newCertsCommand(dataDir *string) *cobra.Command {
-	cmd := &cobra.Command{Use: "certs", Short: "Inspect and renew this master's certificates"}
+	cmd := &cobra.Command{Use: "certs", Short: "Inspect and renew this master's certificates; rotate the cluster CAs"}
 	var output string
 	check := &cobra.Command{
 		Use:   "check",
@@ -78,6 +78,6 @@ rewritten with the new admin certificate.`,
 			return nil
 		},
 	}
-	cmd.AddCommand(check, renew)
+	cmd.AddCommand(check, renew, newRotateCACommand(dataDir))
 	return cmd
 }

@@ -298,6 +298,7 @@ func newStatusCommand(dataDir *string) *cobra.Command {
 				}
 				printAddons(out, st.Addons)
 				printSecretsEncryption(out, st.SecretsEncryption)
+				printCARotation(out, st.CARotation)
 				if st.Mixed {
 					fmt.Fprintln(out, "upgrade:", st.Upgrade)
 				}

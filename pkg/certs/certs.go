@@ -42,7 +42,8 @@ func Check(pkiDir string, now time.Time) ([]Cert, error) {
 		if err != nil {
 			return err
 		}
-		if d.IsDir() || !strings.HasSuffix(d.Name(), ".crt") {
+		// A trust bundle repeats CAs listed on their own.
+		if d.IsDir() || !strings.HasSuffix(d.Name(), ".crt") || strings.HasSuffix(d.Name(), "-bundle.crt") {
 			return nil
 		}
 		data, err := os.ReadFile(path)
@@ -74,7 +75,7 @@ func describe(name string, cert *x509.Certificate, now time.Time) Cert {
 		DaysLeft: int(math.Floor(cert.NotAfter.Sub(now).Hours() / 24)),
 	}
 	if c.CA {
-		c.Renewal = "not renewed automatically (a CA)"
+		c.Renewal = "not renewed automatically (a CA): k8s-master certs rotate-ca replaces the cluster and front-proxy CAs"
 	} else {
 		c.Renewal = fmt.Sprintf("renewed at master start within %d days of expiry", int(pki.RenewBefore.Hours()/24))
 	}
@@ -92,7 +93,7 @@ func Warnings(certs []Cert, now time.Time) []string {
 		case left <= WarnWithin:
 			hint := "restart this master (k8s-master start) to renew it"
 			if c.CA {
-				hint = "a CA cannot be renewed in place yet"
+				hint = "replace it with k8s-master certs rotate-ca (the cluster and front-proxy CAs; the etcd CA cannot be replaced in place yet)"
 			}
 			out = append(out, fmt.Sprintf("certificate %s expires in %d days (%s); %s", c.Name, c.DaysLeft, c.NotAfter.Local().Format(time.RFC3339), hint))
 		}

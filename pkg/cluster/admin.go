@@ -3,12 +3,11 @@ package cluster
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -24,7 +23,6 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/etcdspace"
 	"github.com/k8s-master/k8s-master/pkg/join"
 	"github.com/k8s-master/k8s-master/pkg/layout"
-	"github.com/k8s-master/k8s-master/pkg/pki"
 	"github.com/k8s-master/k8s-master/pkg/poll"
 	"github.com/k8s-master/k8s-master/pkg/secretskey"
 	"github.com/k8s-master/k8s-master/pkg/snapshot"
@@ -101,7 +99,9 @@ type Status struct {
 	Addons []addons.Status `json:"addons"`
 	// SecretsEncryption is the key in use and the rotation state.
 	SecretsEncryption *secretskey.Status `json:"secretsEncryption,omitempty"`
-	Warnings          []string           `json:"warnings"`
+	// CARotation is the CA rotation under way, or the last one finished.
+	CARotation *CARotationStatus `json:"caRotation,omitempty"`
+	Warnings   []string          `json:"warnings"`
 }
 
 // SpaceAlarm is etcd's NOSPACE alarm as `status` explains it.
@@ -207,6 +207,13 @@ func (a *Admin) Status(ctx context.Context) (*Status, error) {
 	}
 	st.Addons, st.Warnings = a.addonStatus(ctx, st.Warnings)
 	st.SecretsEncryption, st.Warnings = a.secretsKeyStatus(ctx, st.Warnings)
+	var names []string
+	for _, m := range masters {
+		names = append(names, m.Name)
+	}
+	if st.CARotation, err = a.caRotationStatus(ctx, names); err != nil {
+		return nil, err
+	}
 	// This master's certificates (and the cluster's CAs, which every
 	// master shares).
 	if cs, err := certs.Check(a.Config.Layout().PKIDir(), time.Now()); err == nil {
@@ -307,17 +314,29 @@ func (a *Admin) apiClient() *http.Client {
 	return client
 }
 
-// clusterCAClient is an HTTPS client that trusts the cluster CA;
+// clusterCAClient is an HTTPS client that trusts the cluster CA bundle;
 // serverName, when set, is the name the server's certificate must have.
+// It reads the bundle for every connection: the VIP's health check keeps
+// its client for the master's life, across CA rotations.
 func clusterCAClient(c *config.Config, timeout time.Duration, serverName string) (*http.Client, error) {
-	caPEM, err := os.ReadFile(pki.CertPath(c.Layout().PKIDir(), pki.ClusterCA))
-	if err != nil {
+	if _, err := trustPool(c); err != nil {
 		return nil, err
 	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
 	return &http.Client{Timeout: timeout, Transport: &http.Transport{
-		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: serverName},
+		DialTLSContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			roots, err := trustPool(c)
+			if err != nil {
+				return nil, err
+			}
+			name := serverName
+			if name == "" {
+				if name, _, err = net.SplitHostPort(addr); err != nil {
+					return nil, err
+				}
+			}
+			d := tls.Dialer{Config: &tls.Config{RootCAs: roots, ServerName: name}}
+			return d.DialContext(ctx, network, addr)
+		},
 	}}, nil
 }
 

@@ -257,14 +257,15 @@ func (m *Master) servingSteps() []component.Step {
 			return r.Start(ctx, m.parts.joinService(m.cfg, m.state, m.etcdClient, m.describe))
 		}},
 		{Do: func(ctx context.Context, r *component.Runner) error {
-			cr := &certRenewer{cfg: m.cfg, interval: RenewInterval, logf: r.Printf}
+			cr := &certRenewer{cfg: m.cfg, interval: renewInterval(), logf: r.Printf}
 			if err := r.Start(ctx, cr); err != nil {
 				return err
 			}
 			m.renewerMu.Lock()
 			m.renewer = cr
 			m.renewerMu.Unlock()
-			return nil
+			// Applies the phases of `certs rotate-ca` (carotation.go).
+			return r.Start(ctx, &caRotator{m: m, cli: m.etcdClient, renewer: cr, interval: 2 * time.Second, logf: r.Printf})
 		}},
 	}
 	steps = append(steps, component.Step{Do: func(ctx context.Context, r *component.Runner) error {
@@ -316,11 +317,21 @@ func writeCredentials(c *config.Config, all bool) (int, error) {
 	if err != nil {
 		return written, err
 	}
+	// The trust bundles after the leaves: during a CA rotation each names
+	// every CA a leaf in use is signed by.
+	p := c.Layout().PKIDir()
+	for _, name := range []string{pki.ClusterCA, pki.FrontProxyCA} {
+		if err := pki.WriteBundle(p, name); err != nil {
+			return written, err
+		}
+	}
 	if err := apiserverconfig.WriteAuthenticationConfig(c.Layout()); err != nil {
 		return written, err
 	}
-	p := c.Layout().PKIDir()
-	ca := pki.CertPath(p, pki.ClusterCA)
+	// client-go reloads a CA file named by path (ClientsAllowCARotation,
+	// every 5 minutes): the controller-manager and scheduler take up a
+	// new bundle in place. The admin kubeconfig embeds it.
+	ca := pki.BundlePath(p, pki.ClusterCA)
 	for _, k := range []kubeconfig.Spec{
 		{Path: c.Layout().AdminKubeconfig(), User: "kubernetes-admin", Server: c.APIServerURL(), CertFile: pki.CertPath(p, pki.Admin), KeyFile: pki.KeyPath(p, pki.Admin)},
 		{Path: c.Layout().ControllerManagerKubeconfig(), User: "system:kube-controller-manager", Server: c.LocalAPIServerURL(), CertFile: pki.CertPath(p, pki.ControllerManager), KeyFile: pki.KeyPath(p, pki.ControllerManager), Reference: true},

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -191,7 +192,9 @@ func checkIdentity(c *config.Config, st *config.State) error {
 	if err != nil {
 		return fmt.Errorf("cannot read the cluster CA: %w; restore %s from a backup", err, c.Layout().PKIDir())
 	}
-	if pin != st.CAPin {
+	// During a CA rotation (and after one interrupted at the wrong moment)
+	// the recorded pin may be the other CA's; the rotation re-records it.
+	if pin != st.CAPin && !slices.Contains(pki.CAPins(c.Layout().PKIDir(), pki.ClusterCA), st.CAPin) {
 		return fmt.Errorf("data directory %s holds the CA of a different cluster (%s, but cluster %s has %s); restore the matching pki/ directory or use the data directory it belongs to", c.DataDir, pin, st.ClusterID, st.CAPin)
 	}
 	switch id, err := etcd.StoredClusterID(c); {

@@ -3,16 +3,30 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/k8s-master/k8s-master/pkg/config"
+	"github.com/k8s-master/k8s-master/pkg/pki"
 )
 
 // RenewInterval is how often a running master checks its leaf
 // certificates; one is renewed once within pki.RenewBefore (90 days) of
 // its expiry, so an hourly look leaves months of margin.
 const RenewInterval = time.Hour
+
+// TestRenewIntervalEnv overrides RenewInterval for the certificate-renewal
+// lab test only (leaves that last minutes need checks every few seconds).
+const TestRenewIntervalEnv = "K8S_MASTER_TEST_RENEW_INTERVAL"
+
+// renewInterval is RenewInterval unless a test overrides it.
+func renewInterval() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv(TestRenewIntervalEnv)); err == nil && d > 0 {
+		return d
+	}
+	return RenewInterval
+}
 
 // certRenewer renews this master's leaf certificates while it runs. Every
 // part of the process takes the new files without a restart: the
@@ -47,7 +61,7 @@ func (r *certRenewer) Start(context.Context) error {
 				if n, err := r.renew(false); err != nil {
 					r.logf("warning: certificate renewal failed (the current certificates stay in use; retried in %s): %v", r.interval, err)
 				} else if n > 0 {
-					r.logf("renewed %d leaf certificates due within 90 days of expiry", n)
+					r.logf("renewed %d leaf certificates due within %s of expiry", n, pki.RenewMargin())
 				}
 			}
 		}

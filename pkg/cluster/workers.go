@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
 	"github.com/k8s-master/k8s-master/pkg/component"
@@ -28,17 +28,21 @@ import (
 // credentials: the admin kubeconfig's server is the VIP, which this master
 // may not hold.
 func localAdminClient(c *config.Config) (kubernetes.Interface, error) {
-	rc, err := clientcmd.BuildConfigFromFlags(c.LocalAPIServerURL(), c.Layout().AdminKubeconfig())
-	if err != nil {
-		return nil, fmt.Errorf("read the admin kubeconfig: %w", err)
-	}
-	rc.UserAgent = "k8s-master"
+	// The files by path, not the admin kubeconfig that embeds them: this
+	// client lives as long as the master, and client-go reloads a
+	// certificate and a CA bundle named by path (renewal, CA rotation).
+	p := c.Layout().PKIDir()
+	rc := &rest.Config{Host: c.LocalAPIServerURL(), UserAgent: "k8s-master", TLSClientConfig: rest.TLSClientConfig{
+		CAFile: pki.TrustFile(p, pki.ClusterCA), CertFile: pki.CertPath(p, pki.Admin), KeyFile: pki.KeyPath(p, pki.Admin),
+	}}
 	return kubernetes.NewForConfig(rc)
 }
 
 // workerSettings gathers what the objects for workers say.
 func workerSettings(ctx context.Context, c *config.Config, store *join.Store) (nodebootstrap.Settings, error) {
-	ca, err := os.ReadFile(pki.CertPath(c.Layout().PKIDir(), pki.ClusterCA))
+	// The bundle: during a CA rotation cluster-info hands workers the old
+	// and the new CA.
+	ca, err := os.ReadFile(pki.TrustFile(c.Layout().PKIDir(), pki.ClusterCA))
 	if err != nil {
 		return nodebootstrap.Settings{}, fmt.Errorf("read the cluster CA: %w", err)
 	}
@@ -191,7 +195,7 @@ func (a *Admin) WorkerKubeconfig(ctx context.Context, token string) ([]byte, err
 	if err != nil {
 		return nil, err
 	}
-	ca, err := os.ReadFile(pki.CertPath(a.Config.Layout().PKIDir(), pki.ClusterCA))
+	ca, err := os.ReadFile(pki.TrustFile(a.Config.Layout().PKIDir(), pki.ClusterCA))
 	if err != nil {
 		return nil, fmt.Errorf("read the cluster CA: %w", err)
 	}

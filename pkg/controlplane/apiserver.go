@@ -54,7 +54,7 @@ func apiServerArgs(c *config.Config) []string {
 		"--etcd-cafile=" + pki.CertPath(etcdDir, pki.EtcdCA),
 		"--etcd-certfile=" + pki.CertPath(p, pki.APIServerEtcdClient),
 		"--etcd-keyfile=" + pki.KeyPath(p, pki.APIServerEtcdClient),
-		"--client-ca-file=" + pki.CertPath(p, pki.ClusterCA),
+		"--client-ca-file=" + pki.BundlePath(p, pki.ClusterCA),
 		"--tls-cert-file=" + pki.CertPath(p, pki.APIServer),
 		"--tls-private-key-file=" + pki.KeyPath(p, pki.APIServer),
 		"--kubelet-client-certificate=" + pki.CertPath(p, pki.APIServerKubeletClient),
@@ -63,12 +63,12 @@ func apiServerArgs(c *config.Config) []string {
 		// Kubelets serve with certificates from the cluster CA (their
 		// kubelet-serving CSRs, see pkg/csrapprover): logs and exec check
 		// them.
-		"--kubelet-certificate-authority=" + pki.CertPath(p, pki.ClusterCA),
+		"--kubelet-certificate-authority=" + pki.BundlePath(p, pki.ClusterCA),
 		// Workers join with bootstrap tokens (pkg/nodebootstrap).
 		"--enable-bootstrap-token-auth=true",
 		"--proxy-client-cert-file=" + pki.CertPath(p, pki.FrontProxyClient),
 		"--proxy-client-key-file=" + pki.KeyPath(p, pki.FrontProxyClient),
-		"--requestheader-client-ca-file=" + pki.CertPath(p, pki.FrontProxyCA),
+		"--requestheader-client-ca-file=" + pki.BundlePath(p, pki.FrontProxyCA),
 		"--requestheader-allowed-names=front-proxy-client",
 		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
 		"--requestheader-group-headers=X-Remote-Group",
@@ -196,7 +196,7 @@ func (a *APIServer) Err() error            { return a.err }
 
 // WaitReady polls /readyz until it answers ok.
 func (a *APIServer) WaitReady(ctx context.Context, timeout time.Duration) error {
-	return WaitHTTPSOK(ctx, a.cfg.LocalAPIServerURL()+"/readyz", pki.CertPath(a.cfg.Layout().PKIDir(), pki.ClusterCA), timeout, a.done)
+	return WaitHTTPSOK(ctx, a.cfg.LocalAPIServerURL()+"/readyz", pki.BundlePath(a.cfg.Layout().PKIDir(), pki.ClusterCA), timeout, a.done)
 }
 
 // WaitHTTPSOK polls url (trusting caFile) every 50 ms until it answers 200,

@@ -25,15 +25,15 @@ func controllerManagerArgs(c *config.Config) []string {
 		"--authorization-kubeconfig=" + kc,
 		// Both CAs given: no lookup of the extension-apiserver-authentication
 		// ConfigMap, so the configuration builds before the apiserver is up.
-		"--client-ca-file=" + pki.CertPath(p, pki.ClusterCA),
-		"--requestheader-client-ca-file=" + pki.CertPath(p, pki.FrontProxyCA),
+		"--client-ca-file=" + pki.BundlePath(p, pki.ClusterCA),
+		"--requestheader-client-ca-file=" + pki.BundlePath(p, pki.FrontProxyCA),
 		"--bind-address=127.0.0.1",
 		"--secure-port=" + strconv.Itoa(c.ControllerManagerPort),
 		"--tls-cert-file=" + pki.CertPath(p, pki.ControllerManagerTLS),
 		"--tls-private-key-file=" + pki.KeyPath(p, pki.ControllerManagerTLS),
 		"--cluster-signing-cert-file=" + pki.CertPath(p, pki.ClusterCA),
 		"--cluster-signing-key-file=" + pki.KeyPath(p, pki.ClusterCA),
-		"--root-ca-file=" + pki.CertPath(p, pki.ClusterCA),
+		"--root-ca-file=" + pki.BundlePath(p, pki.ClusterCA),
 		"--service-account-private-key-file=" + p + "/" + pki.SAKey,
 		"--use-service-account-credentials=true",
 		"--leader-elect=true",

@@ -72,7 +72,8 @@ func (s *Server) loadLeaf() (*tls.Certificate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("join service certificate: %w", err)
 	}
-	caPEM, err := os.ReadFile(pki.CertPath(p, pki.ClusterCA))
+	// The CA that signed it: the old one while a CA rotation's window runs.
+	caPEM, err := os.ReadFile(pki.ServingCAPath(p, pki.ClusterCA))
 	if err != nil {
 		return nil, err
 	}

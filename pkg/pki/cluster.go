@@ -92,6 +92,11 @@ func writeSAKeyPair(dir string) error {
 // ClusterCAs are the loaded authorities a master signs its leaves with.
 type ClusterCAs struct {
 	Cluster, FrontProxy, Etcd *CA
+	// ClusterServing signs the leaves that clients outside the masters
+	// verify (the apiserver's and join service's serving certificates,
+	// the apiserver's client certificate for kubelets): the old cluster
+	// CA while a CA rotation's window runs, else Cluster.
+	ClusterServing *CA
 }
 
 // LoadClusterCAs loads the three CAs from the data directory.
@@ -107,6 +112,9 @@ func LoadClusterCAs(c *config.Config) (*ClusterCAs, error) {
 	}
 	if cas.Etcd, err = LoadCA(c.Layout().EtcdPKIDir(), EtcdCA); err != nil {
 		return nil, fmt.Errorf("load etcd CA: %w", err)
+	}
+	if cas.ClusterServing, err = LoadServingCA(dir, ClusterCA, cas.Cluster); err != nil {
+		return nil, fmt.Errorf("load the old cluster CA of the rotation under way (k8s-master certs rotate-ca): %w", err)
 	}
 	return &cas, nil
 }
@@ -172,18 +180,18 @@ func ensureLeaves(c *config.Config, cas *ClusterCAs, now time.Time, all bool) (i
 		dir  string
 		spec LeafSpec
 	}{
-		{cas.Cluster, dir, LeafSpec{Name: APIServer, CommonName: "kube-apiserver", DNSNames: apiDNS, IPs: apiIPs, Usage: ServerAuth}},
-		{cas.Cluster, dir, LeafSpec{Name: APIServerKubeletClient, CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}, Usage: ClientAuth}},
+		{cas.ClusterServing, dir, LeafSpec{Name: APIServer, CommonName: "kube-apiserver", DNSNames: apiDNS, IPs: apiIPs, Usage: ServerAuth}},
+		{cas.ClusterServing, dir, LeafSpec{Name: APIServerKubeletClient, CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}, Usage: ClientAuth}},
 		{cas.Etcd, dir, LeafSpec{Name: APIServerEtcdClient, CommonName: "kube-apiserver-etcd-client", Usage: ClientAuth}},
 		{cas.FrontProxy, dir, LeafSpec{Name: FrontProxyClient, CommonName: "front-proxy-client", Usage: ClientAuth}},
 		{cas.Etcd, etcdDir, LeafSpec{Name: EtcdServer, CommonName: c.Name, DNSNames: etcdDNS, IPs: etcdIPs, Usage: ServerAuth | ClientAuth}},
 		{cas.Etcd, etcdDir, LeafSpec{Name: EtcdPeer, CommonName: c.Name, DNSNames: etcdDNS, IPs: etcdIPs, Usage: ServerAuth | ClientAuth}},
 		{cas.Cluster, dir, LeafSpec{Name: ControllerManager, CommonName: "system:kube-controller-manager", Usage: ClientAuth}},
-		{cas.Cluster, dir, LeafSpec{Name: ControllerManagerTLS, CommonName: "kube-controller-manager", DNSNames: loopDNS, IPs: loopIPs, Usage: ServerAuth}},
+		{cas.ClusterServing, dir, LeafSpec{Name: ControllerManagerTLS, CommonName: "kube-controller-manager", DNSNames: loopDNS, IPs: loopIPs, Usage: ServerAuth}},
 		{cas.Cluster, dir, LeafSpec{Name: Scheduler, CommonName: "system:kube-scheduler", Usage: ClientAuth}},
-		{cas.Cluster, dir, LeafSpec{Name: SchedulerTLS, CommonName: "kube-scheduler", DNSNames: loopDNS, IPs: loopIPs, Usage: ServerAuth}},
+		{cas.ClusterServing, dir, LeafSpec{Name: SchedulerTLS, CommonName: "kube-scheduler", DNSNames: loopDNS, IPs: loopIPs, Usage: ServerAuth}},
 		{cas.Cluster, dir, LeafSpec{Name: Admin, CommonName: "kubernetes-admin", Organization: []string{"system:masters"}, Usage: ClientAuth}},
-		{cas.Cluster, dir, LeafSpec{Name: JoinService, CommonName: "k8s-master-join", DNSNames: etcdDNS, IPs: joinIPs, Usage: ServerAuth}},
+		{cas.ClusterServing, dir, LeafSpec{Name: JoinService, CommonName: "k8s-master-join", DNSNames: etcdDNS, IPs: joinIPs, Usage: ServerAuth}},
 	}
 	written := 0
 	for _, j := range jobs {
@@ -204,9 +212,10 @@ func ensureLeaves(c *config.Config, cas *ClusterCAs, now time.Time, all bool) (i
 	return written, nil
 }
 
-// ReadPin returns the pin of the cluster CA stored under the data directory.
+// ReadPin returns the pin of the cluster CA that signs the join service's
+// certificate (the old CA while a rotation's window runs).
 func ReadPin(c *config.Config) (string, error) {
-	path := CertPath(c.Layout().PKIDir(), ClusterCA)
+	path := ServingCAPath(c.Layout().PKIDir(), ClusterCA)
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return "", err

@@ -41,6 +41,33 @@ const (
 	clockSkew = 5 * time.Minute
 )
 
+// Test-only settings: the certificate-renewal lab test makes leaves that
+// last minutes so that running masters renew them while it watches.
+// Nothing else sets these; users get LeafValidity and RenewBefore.
+const (
+	TestLeafValidityEnv = "K8S_MASTER_TEST_LEAF_VALIDITY"
+	TestRenewBeforeEnv  = "K8S_MASTER_TEST_RENEW_BEFORE"
+)
+
+// testDuration reads a Go duration from env, or returns def when unset or
+// unparsable (a test that mistypes it sees no renewal and fails).
+func testDuration(env string, def time.Duration) time.Duration {
+	if v := os.Getenv(env); v != "" {
+		if d, err := time.ParseDuration(v); err == nil && d > 0 {
+			return d
+		}
+	}
+	return def
+}
+
+// leafValidity and renewBefore are LeafValidity and RenewBefore unless a
+// test overrides them.
+func leafValidity() time.Duration { return testDuration(TestLeafValidityEnv, LeafValidity) }
+
+// RenewMargin is how close to its expiry a leaf is re-issued: RenewBefore
+// unless a test overrides it.
+func RenewMargin() time.Duration { return testDuration(TestRenewBeforeEnv, RenewBefore) }
+
 // CA is a certificate authority with its key.
 type CA struct {
 	Cert *x509.Certificate
@@ -183,7 +210,7 @@ func (ca *CA) IssueLeaf(spec LeafSpec, now time.Time) (certPEM, keyPEM []byte, e
 	if err != nil {
 		return nil, nil, err
 	}
-	notAfter := now.Add(LeafValidity)
+	notAfter := now.Add(leafValidity())
 	if notAfter.After(ca.Cert.NotAfter) {
 		notAfter = ca.Cert.NotAfter
 	}
@@ -259,7 +286,7 @@ func (ca *CA) leafProblem(dir string, spec LeafSpec, now time.Time) string {
 	if err := cert.CheckSignatureFrom(ca.Cert); err != nil {
 		return "signed by another CA"
 	}
-	if now.Add(RenewBefore).After(cert.NotAfter) {
+	if now.Add(RenewMargin()).After(cert.NotAfter) {
 		return "expiring"
 	}
 	if cert.Subject.CommonName != spec.CommonName || !sameStrings(cert.Subject.Organization, spec.Organization) {

@@ -5,7 +5,7 @@
 // splits a log into requests that started inside given time windows and
 // the others and prints their latency percentiles side by side.
 //
-//	steadyload run -kubeconfig K [-rate 100] [-duration 60s] [-keys 10] > log
+//	steadyload run -kubeconfig K [-rate 100] [-duration 60s] [-keys 10] [-fresh] > log
 //	steadyload stats -log log -windows W
 //
 // A log line is "<unix nanoseconds of the start> ok|fail <ms>"; a windows
@@ -17,11 +17,14 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net/http"
 	"os"
+	"os/signal"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -58,10 +61,24 @@ func run(args []string) error {
 	duration := fs.Duration("duration", time.Minute, "how long to run")
 	keys := fs.Int("keys", 10, "ConfigMaps the load reads and updates")
 	timeout := fs.Duration("timeout", 10*time.Second, "per-request timeout")
+	fresh := fs.Bool("fresh", false, "a new connection (TLS handshake) for every request")
 	fs.Parse(args)
 	rc, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
 	if err != nil {
 		return err
+	}
+	if *fresh {
+		// Certificate tests: every request verifies the server's chain and
+		// presents the client certificate again, instead of riding one
+		// connection made before a rotation.
+		rc.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+			if t, ok := rt.(*http.Transport); ok {
+				t = t.Clone()
+				t.DisableKeepAlives = true
+				return t
+			}
+			return rt
+		}
 	}
 	// The load is the point: no client-side throttling.
 	rc.QPS, rc.Burst = -1, 0
@@ -84,8 +101,17 @@ func run(args []string) error {
 	tick := time.NewTicker(time.Second / time.Duration(*rate))
 	defer tick.Stop()
 	end := time.Now().Add(*duration)
+	// SIGTERM ends the run early with every answer logged (tests stop a
+	// client at a moment they pick).
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM, os.Interrupt)
+loop:
 	for n := 0; time.Now().Before(end); n++ {
-		<-tick.C
+		select {
+		case <-tick.C:
+		case <-stop:
+			break loop
+		}
 		wg.Add(1)
 		go func(n int) {
 			defer wg.Done()
