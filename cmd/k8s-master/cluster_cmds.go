@@ -25,7 +25,7 @@ import (
 func addClusterCommands(root *cobra.Command, dataDir *string) {
 	root.AddCommand(newJoinCommand(dataDir), newTokenCommand(dataDir), newStatusCommand(dataDir),
 		newLeaveCommand(dataDir), newMemberCommand(dataDir), newSnapshotCommand(dataDir), newRestoreCommand(dataDir), newCertsCommand(dataDir),
-		newWorkerCommand(dataDir))
+		newWorkerCommand(dataDir), newVIPCommand(dataDir))
 }
 
 func newJoinCommand(dataDir *string) *cobra.Command {
