@@ -109,6 +109,12 @@ func (v *vipElection) Start(context.Context) error {
 		Client:   m.etcdClient,
 		Healthy:  healthy,
 		Logger:   klog.Background(),
+		CampaignDelay: func(ctx context.Context) time.Duration {
+			if leadsWithOthers(ctx, m.etcdClient, c.LocalEtcdURL()) {
+				return leaderCampaignDelay
+			}
+			return 0
+		},
 	}
 	if g := m.api.Gate(); g != nil {
 		ec.Drain, ec.Undrain = g.Drain, g.Reopen
@@ -172,6 +178,33 @@ func keepLeadershipAway(ctx context.Context, cli *clientv3.Client, localURL stri
 		}
 		log.Info("Handed etcd leadership away from the VIP holder", "to", to.Name)
 	}
+}
+
+// leaderCampaignDelay holds back the campaign of a master whose member
+// leads etcd: long enough for a follower that saw the VIP free at the same
+// moment to win (a campaign is one transaction), short against the lease.
+const leaderCampaignDelay = 300 * time.Millisecond
+
+// leadsWithOthers tells whether the local member leads etcd and has other
+// voters to hand the leadership to.
+func leadsWithOthers(ctx context.Context, cli *clientv3.Client, localURL string) bool {
+	sctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	st, err := cli.Status(sctx, localURL)
+	if err != nil || st.Leader != st.Header.MemberId {
+		return false
+	}
+	ml, err := cli.MemberList(sctx)
+	if err != nil {
+		return false
+	}
+	voters := 0
+	for _, mb := range ml.Members {
+		if !mb.IsLearner {
+			voters++
+		}
+	}
+	return voters > 1
 }
 
 // leaderCheckInterval is how often the holder checks whether it leads

@@ -83,6 +83,11 @@ type ElectionConfig struct {
 	// after a release that did not end in a stop.
 	Drain   func(context.Context)
 	Undrain func()
+	// CampaignDelay, when set, says how long to hold a campaign back. A
+	// master whose etcd member leads waits, so that a follower wins: the
+	// holder would otherwise hand etcd's leadership away at once, and a
+	// hand-over can fail a write in flight.
+	CampaignDelay func(context.Context) time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -277,6 +282,11 @@ func (m *Manager) run(ctx context.Context) {
 			continue
 		}
 		unhealthyLogged = false
+		if m.cfg.CampaignDelay != nil {
+			if d := m.cfg.CampaignDelay(ctx); d > 0 && !m.sleep(ctx, d) {
+				continue
+			}
+		}
 		c, err := m.campaign(ctx)
 		if err != nil {
 			if ctx.Err() == nil {

@@ -368,3 +368,23 @@ func TestPollLeaseSeesExpiry(t *testing.T) {
 		t.Errorf("a renewed lease was reported expired after %s", at.Sub(granted))
 	}
 }
+
+// A master that holds its campaign back (its member leads etcd) lets
+// another that saw the VIP free at the same moment win.
+func TestCampaignDelayLetsOthersWin(t *testing.T) {
+	endpoint := testkit.StartEtcd(t)
+	l := &lan{holders: map[string]time.Time{}}
+	for round := 0; round < 3; round++ {
+		leader := newCandidate(t, endpoint, "leader", l)
+		leader.mgr.cfg.CampaignDelay = func(context.Context) time.Duration { return 300 * time.Millisecond }
+		follower := newCandidate(t, endpoint, "follower", l)
+		leader.mgr.Start()
+		follower.mgr.Start()
+		if h := waitHolder(t, l, "", 5*time.Second); h != "follower" {
+			t.Errorf("round %d: %s won the VIP, want the master without a campaign delay", round, h)
+		}
+		leader.mgr.Stop(context.Background())
+		follower.mgr.Stop(context.Background())
+	}
+	l.check(t)
+}
