@@ -22,7 +22,8 @@
 #
 # Usage: scripts/bench-failover.sh [-n TRIALS] [-k "KILL TERM PART PARTLEAD"]
 #        (root; bin/k8s-master built). LAB_PREFIX (default kbf-) names the
-#        lab's namespaces. Prints each trial, then median and max per kind.
+#        lab's namespaces; BENCH_KEEP=DIR keeps the logs. Prints each trial
+#        (with the cut's time for partitions), then median and max per kind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 trials=10 kinds="KILL TERM PART PARTLEAD"
@@ -40,7 +41,16 @@ export LAB_PREFIX=${LAB_PREFIX:-kbf-}
 lab=scripts/netns-lab.sh
 vip=10.99.0.50
 work=$(mktemp -d /tmp/bench-failover.XXXXXX)
-cleanup() { $lab down >/dev/null 2>&1 || true; rm -rf "$work"; }
+cleanup() {
+  # BENCH_KEEP=DIR keeps the client's log and the masters' component logs.
+  if [ -n "${BENCH_KEEP:-}" ]; then
+    mkdir -p "$BENCH_KEEP"
+    cp "$work/poll.log" "$BENCH_KEEP/" 2>/dev/null || true
+    for i in 1 2 3; do cp "$work/m$i/k8s-master.log" "$BENCH_KEEP/m$i.log" 2>/dev/null || true; done
+  fi
+  $lab down >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
 $lab down >/dev/null 2>&1 || true
 $lab up 3 >/dev/null
@@ -108,7 +118,7 @@ sleep 1
 wait_settled
 
 declare -A results
-printf '%-9s %-6s %-7s %-11s %10s\n' kind trial holder etcd_leader outage_s
+printf '%-9s %-6s %-7s %-11s %10s  %s\n' kind trial holder etcd_leader outage_s at_utc
 for kind in $kinds; do
   results[$kind]=""
   for t in $(seq 1 "$trials"); do
@@ -130,7 +140,7 @@ for kind in $kinds; do
     sleep 9
     to=$(date +%s%N)
     gap=$("$work/pollvip" gap -log "$work/poll.log" -from "$from" -to "$to")
-    printf '%-9s %-6s %-7s %-11s %10s\n' "$kind" "$t" "m$h" "${leader:-?}" "$gap"
+    printf '%-9s %-6s %-7s %-11s %10s  %s\n' "$kind" "$t" "m$h" "${leader:-?}" "$gap" "$(date -u -d @"${from:0:10}.${from:10:3}" +%T.%3N)"
     results[$kind]+="$gap "
     case $kind in
       KILL|TERM)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -69,6 +70,9 @@ type vipElection struct {
 
 	stopMover context.CancelFunc
 	moverDone chan struct{}
+	// leads: the local member led etcd, with other voters, at the last
+	// look (every leaderCheckInterval).
+	leads atomic.Bool
 }
 
 func (v *vipElection) Name() string { return "VIP election" }
@@ -109,8 +113,10 @@ func (v *vipElection) Start(context.Context) error {
 		Client:   m.etcdClient,
 		Healthy:  healthy,
 		Logger:   klog.Background(),
-		CampaignDelay: func(ctx context.Context) time.Duration {
-			if leadsWithOthers(ctx, m.etcdClient, c.LocalEtcdURL()) {
+		// Read from what keepLeadershipAway last saw: no request on
+		// the way to a takeover.
+		CampaignDelay: func(context.Context) time.Duration {
+			if v.leads.Load() {
 				return leaderCampaignDelay
 			}
 			return 0
@@ -129,7 +135,7 @@ func (v *vipElection) Start(context.Context) error {
 	v.stopMover, v.moverDone = cancel, make(chan struct{})
 	go func() {
 		defer close(v.moverDone)
-		keepLeadershipAway(ctx, m.etcdClient, c.LocalEtcdURL(), mgr.Holding)
+		keepLeadershipAway(ctx, m.etcdClient, c.LocalEtcdURL(), mgr.Holding, &v.leads)
 	}()
 	return nil
 }
@@ -141,8 +147,8 @@ func (v *vipElection) Start(context.Context) error {
 // holder's session outlives it by 1-2 s. Apart, a partition of the holder
 // costs the lease's TTL and no more. With no other healthy voter the
 // holder keeps leading. cli must talk to the local member (MoveLeader
-// goes to the leader).
-func keepLeadershipAway(ctx context.Context, cli *clientv3.Client, localURL string, holding func() bool) {
+// goes to the leader). It keeps leads up to date for the campaign.
+func keepLeadershipAway(ctx context.Context, cli *clientv3.Client, localURL string, holding func() bool, leads *atomic.Bool) {
 	t := time.NewTicker(leaderCheckInterval)
 	defer t.Stop()
 	log := klog.Background().WithName("vip")
@@ -152,16 +158,18 @@ func keepLeadershipAway(ctx context.Context, cli *clientv3.Client, localURL stri
 			return
 		case <-t.C:
 		}
-		if !holding() {
+		leading := leadsWithOthers(ctx, cli, localURL)
+		leads.Store(leading)
+		if !leading || !holding() {
+			continue
+		}
+		ms, err := etcd.Members(ctx, cli)
+		if err != nil {
 			continue
 		}
 		sctx, cancel := context.WithTimeout(ctx, time.Second)
 		st, err := cli.Status(sctx, localURL)
 		cancel()
-		if err != nil || st.Leader != st.Header.MemberId {
-			continue
-		}
-		ms, err := etcd.Members(ctx, cli)
 		if err != nil {
 			continue
 		}
@@ -210,7 +218,7 @@ func leadsWithOthers(ctx context.Context, cli *clientv3.Client, localURL string)
 // leaderCheckInterval is how often the holder checks whether it leads
 // etcd: the window in which a partition of the holder still costs an
 // etcd election.
-const leaderCheckInterval = 500 * time.Millisecond
+const leaderCheckInterval = 250 * time.Millisecond
 
 // leadershipTransferee is the healthy voter other than self that is
 // furthest along (raft moves leadership only to a caught-up member).

@@ -442,27 +442,32 @@ func (m *Manager) hold(ctx context.Context, c campaignResult, vacantSince time.T
 		case <-ticker.C:
 		}
 		sent := m.cfg.Now()
-		kctx, cancel := context.WithTimeout(ctx, maxRTT)
-		renewErr := m.renew(kctx, lease)
-		cancel()
-		if ctx.Err() != nil {
-			m.drain()
-			m.release(lease, "stopping")
-			return
-		}
-		switch {
-		case errors.Is(renewErr, errSessionLost):
-			m.release(0, "session lost: "+renewErr.Error())
-			return
-		case renewErr == nil && m.cfg.Now().Sub(sent) < maxRTT:
-			lastRenewal = sent
-			held, err := m.addr.Held()
-			if err == nil && !held {
-				log.Info("The VIP was removed from the interface while held; adding it again")
-				burst = 2
+		var renewErr error
+		if sent.Sub(lastRenewal) < m.tick*3/2 {
+			// Renewed a tick ago: this tick refreshes the address only.
+			// The lease is renewed every other tick, so when the holder
+			// is cut off its lease ends between TTL − 2 ticks and TTL
+			// after the cut, on average a tick before the TTL; the
+			// address, refreshed at most a tick after a renewal, still
+			// lapses long before the lease (and at most 1.5 s after the
+			// cut).
+			m.refreshAddress(log, &burst)
+		} else {
+			kctx, cancel := context.WithTimeout(ctx, maxRTT)
+			renewErr = m.renew(kctx, lease)
+			cancel()
+			if ctx.Err() != nil {
+				m.drain()
+				m.release(lease, "stopping")
+				return
 			}
-			if err := m.addr.Claim(); err != nil {
-				log.Error(err, "Could not refresh the VIP")
+			switch {
+			case errors.Is(renewErr, errSessionLost):
+				m.release(0, "session lost: "+renewErr.Error())
+				return
+			case renewErr == nil && m.cfg.Now().Sub(sent) < maxRTT:
+				lastRenewal = sent
+				m.refreshAddress(log, &burst)
 			}
 		}
 		if m.cfg.Now().Sub(lastRenewal) > ttl-500*time.Millisecond {
@@ -496,6 +501,19 @@ func (m *Manager) hold(ctx context.Context, c campaignResult, vacantSince time.T
 				log.Error(err, "Could not announce the VIP")
 			}
 		}
+	}
+}
+
+// refreshAddress renews the address's lifetime, adding it again (and
+// announcing it more) if something removed it.
+func (m *Manager) refreshAddress(log klog.Logger, burst *int) {
+	held, err := m.addr.Held()
+	if err == nil && !held {
+		log.Info("The VIP was removed from the interface while held; adding it again")
+		*burst = 2
+	}
+	if err := m.addr.Claim(); err != nil {
+		log.Error(err, "Could not refresh the VIP")
 	}
 }
 
