@@ -130,6 +130,11 @@ func (v *vipElection) Start(context.Context) error {
 		return err
 	}
 	v.mgr = mgr
+	// Known before the first campaign: when vip set starts every
+	// master's election at once, the leader must already hold back.
+	lctx, lcancel := context.WithTimeout(context.Background(), time.Second)
+	v.leads.Store(leadsWithOthers(lctx, m.etcdClient, c.LocalEtcdURL()))
+	lcancel()
 	mgr.Start()
 	ctx, cancel := context.WithCancel(context.Background())
 	v.stopMover, v.moverDone = cancel, make(chan struct{})
