@@ -16,6 +16,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/component"
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/fsutil"
+	"github.com/k8s-master/k8s-master/pkg/join"
 	"github.com/k8s-master/k8s-master/pkg/pki"
 	"github.com/k8s-master/k8s-master/pkg/poll"
 	"github.com/k8s-master/k8s-master/pkg/vip"
@@ -340,9 +341,16 @@ func (a *Admin) SetVIP(ctx context.Context, address, iface string, note func(str
 	}
 	note(fmt.Sprintf("VIP %s is held by %s", address, holder))
 	a.Config.VIP, a.Config.VIPLeaseTTL = address, c.VIPLeaseTTL
-	tok, err := a.CreateToken(ctx, 24*time.Hour, 0, "made by vip set")
+	// etcd may be briefly busy right after the elections moved: retry.
+	var tok join.Token
+	err = poll.Until(ctx, time.Second, 20*time.Second, func(ctx context.Context) (bool, error) {
+		tok, err = a.CreateToken(ctx, 24*time.Hour, 0, "made by vip set")
+		return err == nil, nil
+	}, func() error {
+		return fmt.Errorf("VIP %s is set, but a join token naming it could not be made: %w; run k8s-master token create", address, err)
+	})
 	if err != nil {
-		return "", fmt.Errorf("VIP %s is set, but a join token naming it could not be made: %w; run k8s-master token create", address, err)
+		return "", err
 	}
 	return tok.String(), nil
 }
