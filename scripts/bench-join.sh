@@ -5,18 +5,30 @@
 # A netns lab with 2 masters: m1 runs init once; m2 joins, is timed, leaves,
 # and joins again, RUNS times. Prints each run and the median.
 #
-# Usage: scripts/bench-join.sh [-n RUNS]     (root; bin/k8s-master built)
+# Usage: scripts/bench-join.sh [-n RUNS] [-k DIR]   (root; bin/k8s-master built)
+#   -k DIR  keep each run's output and the joiner's component log in DIR
+# LAB_PREFIX (default kbj-) names the lab's namespaces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-runs=5
-[ "${1:-}" = -n ] && runs=$2
+runs=5 keep=
+while [ $# -gt 0 ]; do
+  case $1 in
+    -n) runs=$2; shift 2 ;;
+    -k) keep=$2; shift 2 ;;
+    *) echo "usage: $0 [-n RUNS] [-k DIR]" >&2; exit 2 ;;
+  esac
+done
 bin=$(realpath "${K8S_MASTER_BIN:-bin/k8s-master}")
 [ -x "$bin" ] || { echo "no binary at $bin; run make build" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "needs root (network namespaces)" >&2; exit 1; }
-export LAB_PREFIX=kbj-
+export LAB_PREFIX=${LAB_PREFIX:-kbj-}
 lab=scripts/netns-lab.sh
 work=$(mktemp -d /tmp/bench-join.XXXXXX)
-cleanup() { $lab down >/dev/null 2>&1 || true; rm -rf "$work"; }
+cleanup() {
+  [ -n "$keep" ] && cp "$work/m1/k8s-master.log" "$keep/m1.log" 2>/dev/null
+  $lab down >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
 trap cleanup EXIT
 $lab down >/dev/null 2>&1 || true
 $lab up 2 >/dev/null
@@ -45,6 +57,11 @@ for i in $(seq 1 "$runs"); do
   promote=$(awk '/etcd member caught up and promoted/ {print $(NF-2)}' "$out")
   printf '%-4s %8.2f %10s\n' "$i" "$(echo "$t1 - $t0" | bc)" "$promote"
   echo "$t1 - $t0" | bc >>"$work/times"
+  if [ -n "$keep" ]; then
+    mkdir -p "$keep"
+    cp "$out" "$keep/m2.$i.out"
+    cp "$work/m2/k8s-master.log" "$keep/m2.$i.log" 2>/dev/null || true
+  fi
   $lab run 2 "$bin" leave --yes --data-dir "$work/m2" >/dev/null
   wait "$joiner" || true # the joined master, stopped by leave
   # Nothing of the cluster may be left in m2's data directory.

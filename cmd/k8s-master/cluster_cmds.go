@@ -26,7 +26,7 @@ import (
 func addClusterCommands(root *cobra.Command, dataDir *string) {
 	root.AddCommand(newJoinCommand(dataDir), newTokenCommand(dataDir), newStatusCommand(dataDir),
 		newLeaveCommand(dataDir), newMemberCommand(dataDir), newSnapshotCommand(dataDir), newRestoreCommand(dataDir), newCertsCommand(dataDir), newSecretsCommand(dataDir),
-		newWorkerCommand(dataDir))
+		newWorkerCommand(dataDir), newVIPCommand(dataDir))
 }
 
 func newJoinCommand(dataDir *string) *cobra.Command {

@@ -298,6 +298,10 @@ func (m *Master) servingSteps() []component.Step {
 				return nil
 			}})
 	}
+	// vip set, now or later: see vipset.go.
+	steps = append(steps, component.Step{Do: func(ctx context.Context, r *component.Runner) error {
+		return r.Start(ctx, &vipSettingWatcher{m: m, r: r, applied: m.cfg.VIP})
+	}})
 	return steps
 }
 

@@ -286,7 +286,7 @@ func joinWith(ctx context.Context, c *config.Config, o JoinOptions, parts builde
 			return err
 		}},
 		component.Step{Name: "etcd member caught up and promoted", Do: func(ctx context.Context, r *component.Runner) error {
-			m.etcd = parts.etcd(c, etcd.Options{ClusterState: "existing", InitialCluster: resp.InitialCluster, Logger: m.logs.Zap, ReadyTimeout: 5 * time.Minute})
+			m.etcd = parts.etcd(c, etcd.Options{ClusterState: "existing", InitialCluster: resp.InitialCluster, Logger: m.logs.Zap, ReadyTimeout: 5 * time.Minute, Joining: true})
 			if err := r.Start(ctx, m.etcd); err != nil {
 				return err
 			}

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"k8s.io/klog/v2"
 
 	"github.com/k8s-master/k8s-master/pkg/config"
+	"github.com/k8s-master/k8s-master/pkg/etcd"
 	"github.com/k8s-master/k8s-master/pkg/poll"
 	"github.com/k8s-master/k8s-master/pkg/vip"
 )
@@ -65,6 +67,12 @@ type vipElection struct {
 	mgr *vip.Manager
 	// Holder is who held the VIP when Ready returned.
 	Holder string
+
+	stopMover context.CancelFunc
+	moverDone chan struct{}
+	// leads: the local member led etcd, with other voters, at the last
+	// look (every leaderCheckInterval).
+	leads atomic.Bool
 }
 
 func (v *vipElection) Name() string { return "VIP election" }
@@ -100,11 +108,19 @@ func (v *vipElection) Start(context.Context) error {
 		return nil
 	}
 	ec := vip.ElectionConfig{
-		Self:     vip.HolderInfo{Name: c.Name, Address: c.AdvertiseAddress, APIServerPort: c.APIServerPort, EtcdPeerPort: c.EtcdPeerPort},
+		Self:     vip.HolderInfo{Name: c.Name, Address: c.AdvertiseAddress, APIServerPort: c.APIServerPort, EtcdPeerPort: c.EtcdPeerPort, VIP: v.addr.IP().String()},
 		LeaseTTL: c.VIPLease(),
 		Client:   m.etcdClient,
 		Healthy:  healthy,
 		Logger:   klog.Background(),
+		// Read from what keepLeadershipAway last saw: no request on
+		// the way to a takeover.
+		CampaignDelay: func(context.Context) time.Duration {
+			if v.leads.Load() {
+				return leaderCampaignDelay
+			}
+			return 0
+		},
 	}
 	if g := m.api.Gate(); g != nil {
 		ec.Drain, ec.Undrain = g.Drain, g.Reopen
@@ -114,8 +130,115 @@ func (v *vipElection) Start(context.Context) error {
 		return err
 	}
 	v.mgr = mgr
+	// Known before the first campaign: when vip set starts every
+	// master's election at once, the leader must already hold back.
+	lctx, lcancel := context.WithTimeout(context.Background(), time.Second)
+	v.leads.Store(leadsWithOthers(lctx, m.etcdClient, c.LocalEtcdURL()))
+	lcancel()
 	mgr.Start()
+	ctx, cancel := context.WithCancel(context.Background())
+	v.stopMover, v.moverDone = cancel, make(chan struct{})
+	go func() {
+		defer close(v.moverDone)
+		keepLeadershipAway(ctx, m.etcdClient, c.LocalEtcdURL(), mgr.Holding, &v.leads)
+	}()
 	return nil
+}
+
+// keepLeadershipAway hands etcd's leadership to another healthy voter
+// while this master holds the VIP. A holder that also leads etcd costs
+// clients more when it is cut off: the others must first elect a leader,
+// and the new leader extends every lease by an election timeout, so the
+// holder's session outlives it by 1-2 s. Apart, a partition of the holder
+// costs the lease's TTL and no more. With no other healthy voter the
+// holder keeps leading. cli must talk to the local member (MoveLeader
+// goes to the leader). It keeps leads up to date for the campaign.
+func keepLeadershipAway(ctx context.Context, cli *clientv3.Client, localURL string, holding func() bool, leads *atomic.Bool) {
+	t := time.NewTicker(leaderCheckInterval)
+	defer t.Stop()
+	log := klog.Background().WithName("vip")
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		leading := leadsWithOthers(ctx, cli, localURL)
+		leads.Store(leading)
+		if !leading || !holding() {
+			continue
+		}
+		ms, err := etcd.Members(ctx, cli)
+		if err != nil {
+			continue
+		}
+		sctx, cancel := context.WithTimeout(ctx, time.Second)
+		st, err := cli.Status(sctx, localURL)
+		cancel()
+		if err != nil {
+			continue
+		}
+		to, ok := leadershipTransferee(ms, st.Header.MemberId)
+		if !ok {
+			continue
+		}
+		mctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err = cli.MoveLeader(mctx, to.ID)
+		cancel()
+		if err != nil {
+			log.V(2).Info("Could not hand etcd leadership away from the VIP holder; retrying", "to", to.Name, "err", err.Error())
+			continue
+		}
+		log.Info("Handed etcd leadership away from the VIP holder", "to", to.Name)
+	}
+}
+
+// leaderCampaignDelay holds back the campaign of a master whose member
+// leads etcd: long enough for a follower that saw the VIP free at the same
+// moment to win (a campaign is one transaction), short against the lease.
+const leaderCampaignDelay = 300 * time.Millisecond
+
+// leadsWithOthers tells whether the local member leads etcd and has other
+// voters to hand the leadership to.
+func leadsWithOthers(ctx context.Context, cli *clientv3.Client, localURL string) bool {
+	sctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	st, err := cli.Status(sctx, localURL)
+	if err != nil || st.Leader != st.Header.MemberId {
+		return false
+	}
+	ml, err := cli.MemberList(sctx)
+	if err != nil {
+		return false
+	}
+	voters := 0
+	for _, mb := range ml.Members {
+		if !mb.IsLearner {
+			voters++
+		}
+	}
+	return voters > 1
+}
+
+// leaderCheckInterval is how often the holder checks whether it leads
+// etcd: the window in which a partition of the holder still costs an
+// etcd election.
+const leaderCheckInterval = 250 * time.Millisecond
+
+// leadershipTransferee is the healthy voter other than self that is
+// furthest along (raft moves leadership only to a caught-up member).
+func leadershipTransferee(ms []etcd.MemberStatus, self uint64) (etcd.MemberStatus, bool) {
+	var best etcd.MemberStatus
+	found := false
+	for _, m := range ms {
+		if m.ID == self || m.Learner || !m.Healthy {
+			continue
+		}
+		if !found || m.RaftAppliedIndex > best.RaftAppliedIndex {
+			best, found = m, true
+		}
+	}
+	return best, found
 }
 
 // Ready waits until some master holds the VIP.
@@ -134,6 +257,13 @@ func (v *vipElection) Ready(ctx context.Context) error {
 }
 
 func (v *vipElection) Stop(ctx context.Context) error {
+	if v.stopMover != nil {
+		v.stopMover()
+		select {
+		case <-v.moverDone:
+		case <-ctx.Done():
+		}
+	}
 	if v.mgr != nil {
 		v.mgr.Stop(ctx)
 	}

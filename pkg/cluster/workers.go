@@ -69,23 +69,29 @@ func workerSettings(ctx context.Context, c *config.Config, store *join.Store) (n
 	return s, nil
 }
 
+// applyWorkerObjects applies cluster-info and the other objects workers
+// read, as m.cfg has them now; it returns the endpoint cluster-info names.
+func (m *Master) applyWorkerObjects(ctx context.Context) (string, error) {
+	cs, err := localAdminClient(m.cfg)
+	if err != nil {
+		return "", err
+	}
+	s, err := workerSettings(ctx, m.cfg, join.NewStore(m.etcdClient, nil))
+	if err != nil {
+		return "", err
+	}
+	actx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return nodebootstrap.Apply(actx, cs, s)
+}
+
 // workerSteps apply the objects for workers (after the join service has
 // registered this master, so that it counts as one) and start the
 // kubelet-serving CSR approver.
 func (m *Master) workerSteps() []component.Step {
 	return []component.Step{
 		{Name: "cluster-info and RBAC for workers", Do: func(ctx context.Context, r *component.Runner) error {
-			cs, err := localAdminClient(m.cfg)
-			if err != nil {
-				return err
-			}
-			s, err := workerSettings(ctx, m.cfg, join.NewStore(m.etcdClient, nil))
-			if err != nil {
-				return err
-			}
-			actx, cancel := context.WithTimeout(ctx, 30*time.Second)
-			defer cancel()
-			endpoint, err := nodebootstrap.Apply(actx, cs, s)
+			endpoint, err := m.applyWorkerObjects(ctx)
 			if err != nil {
 				return fmt.Errorf("%w; workers cannot join until a master start applies them", err)
 			}

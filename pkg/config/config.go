@@ -265,6 +265,13 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// ValidateVIP checks only the VIP settings, as Validate does: for `vip
+// set`, on a running cluster whose other settings were checked at init.
+func (c *Config) ValidateVIP() error {
+	svc, _ := ParseServiceCIDR(c.ServiceCIDR)
+	return errors.Join(c.validateVIP(net.ParseIP(c.AdvertiseAddress), svc)...)
+}
+
 // validateVIP checks the VIP settings that need no look at the host (the
 // interface checks happen in pkg/vip before anything starts).
 func (c *Config) validateVIP(adv net.IP, svc *net.IPNet) []error {

@@ -230,3 +230,22 @@ func TestConflicts(t *testing.T) {
 		t.Errorf("Conflicts = %v (settings %q), want %s", err, keys, want)
 	}
 }
+
+// vip set checks only the VIP, on a recorded configuration whose host
+// settings (snapshot directory and such) are not part of it.
+func TestValidateVIPAlone(t *testing.T) {
+	c := Config{AdvertiseAddress: "192.0.2.10", ServiceCIDR: "10.96.0.0/12", VIPLeaseTTL: 3}
+	for vip, want := range map[string]string{
+		"192.0.2.50": "",
+		"10.96.0.9":  "service-cidr",
+		"192.0.2.10": "own address",
+		"224.0.0.1":  "unicast",
+		"nonsense":   "not an IP",
+	} {
+		c.VIP = vip
+		err := c.ValidateVIP()
+		if (want == "") != (err == nil) || (err != nil && !strings.Contains(err.Error(), want)) {
+			t.Errorf("ValidateVIP(%s) = %v, want %q", vip, err, want)
+		}
+	}
+}

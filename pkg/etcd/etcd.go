@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/url"
 	"path/filepath"
+	"sync"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
@@ -45,20 +46,46 @@ type Options struct {
 	ReadyTimeout time.Duration
 	// Waiting, when set, is called every 10 s while the member is not ready.
 	Waiting func(elapsed time.Duration)
+	// Joining marks a learner's first start. Its member catches up from a
+	// snapshot of the leader, and when its first publish was applied on
+	// the leader before that snapshot was made, the member never applies
+	// the publish entry itself and waits out etcd's whole request timeout
+	// (5 s + 2 election timeouts) before it publishes again and serves.
+	// WaitReady then restarts the member once, which publishes at once.
+	Joining bool
 }
 
-// Member is a running etcd member.
+// Member is a running etcd member. A joining member may be restarted by
+// WaitReady; Err and Stopped report on whichever instance runs.
 type Member struct {
-	etcd         *embed.Etcd
-	readyTimeout time.Duration
-	waiting      func(time.Duration)
+	cfg  *config.Config
+	opts Options
+
+	mu   sync.Mutex
+	etcd *embed.Etcd // nil while WaitReady restarts it
+
+	errc     chan error
+	stopped  chan struct{}
+	stopOnce sync.Once
+	restarts int // by WaitReady; read by tests
 }
 
 // Launch starts the member and returns as soon as its listeners are bound:
 // clients may dial it at once (their connections wait in the backlog), so
 // the apiserver can be built while etcd finishes starting. Use WaitReady.
 func Launch(c *config.Config, o Options) (*Member, error) {
-	cfg, err := embedConfig(c, o)
+	m := &Member{cfg: c, opts: o, errc: make(chan error, 1), stopped: make(chan struct{})}
+	e, err := m.launch()
+	if err != nil {
+		return nil, err
+	}
+	m.etcd = e
+	go m.watch(e)
+	return m, nil
+}
+
+func (m *Member) launch() (*embed.Etcd, error) {
+	cfg, err := embedConfig(m.cfg, m.opts)
 	if err != nil {
 		return nil, err
 	}
@@ -66,13 +93,79 @@ func Launch(c *config.Config, o Options) (*Member, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start etcd: %w", err)
 	}
-	return &Member{etcd: e, readyTimeout: o.ReadyTimeout, waiting: o.Waiting}, nil
+	return e, nil
+}
+
+// current is the running instance, nil during a restart.
+func (m *Member) current() *embed.Etcd {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.etcd
+}
+
+// watch passes on the fatal error or the stop of instance e, unless e was
+// retired by a restart.
+func (m *Member) watch(e *embed.Etcd) {
+	select {
+	case err, ok := <-e.Err():
+		if !ok || m.current() != e {
+			return
+		}
+		select {
+		case m.errc <- err:
+		default:
+		}
+	case <-e.Server.StopNotify():
+		if m.current() == e {
+			m.stopOnce.Do(func() { close(m.stopped) })
+		}
+	}
+}
+
+// publishStuck tells whether e's member has its own client URLs in its
+// membership (only its publish sets them) but is not ready: the publish
+// entry came inside the snapshot it caught up from.
+func publishStuck(e *embed.Etcd) bool {
+	select {
+	case <-e.Server.ReadyNotify():
+		return false
+	default:
+	}
+	self := e.Server.Cluster().Member(e.Server.MemberID())
+	return self != nil && len(self.ClientURLs) > 0
+}
+
+// restart stops the joining member and starts it again on its data, which
+// now holds the snapshot: the leader sends it entries instead, and its new
+// publish is applied like any entry.
+func (m *Member) restart() error {
+	m.mu.Lock()
+	old := m.etcd
+	m.etcd = nil
+	m.mu.Unlock()
+	if m.opts.Logger != nil {
+		m.opts.Logger.Warn("restarting the joining member: its first publish was applied inside the snapshot it caught up from, so etcd would wait out its request timeout before serving")
+	}
+	// Stop the server first: embed's Close otherwise waits for the stuck
+	// publish before it shuts its client listeners.
+	old.Server.HardStop()
+	old.Close()
+	e, err := m.launch()
+	if err != nil {
+		return fmt.Errorf("restart the joining etcd member: %w", err)
+	}
+	m.mu.Lock()
+	m.etcd = e
+	m.restarts++
+	m.mu.Unlock()
+	go m.watch(e)
+	return nil
 }
 
 // WaitReady waits until the member serves clients (it has joined a quorum
 // and published itself). On failure the member is stopped.
 func (m *Member) WaitReady(ctx context.Context) error {
-	timeout := m.readyTimeout
+	timeout := m.opts.ReadyTimeout
 	if timeout == 0 {
 		timeout = 60 * time.Second
 	}
@@ -83,27 +176,55 @@ func (m *Member) WaitReady(ctx context.Context) error {
 	start := time.Now()
 	tick := time.NewTicker(10 * time.Second)
 	defer tick.Stop()
+	// A joining member whose publish is stuck is restarted once, after a
+	// grace that lets an entry applied just after the snapshot trigger it.
+	var check <-chan time.Time
+	if m.opts.Joining {
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		check = t.C
+	}
+	var stuckSince time.Time
+	fail := func(err error) error {
+		m.Close()
+		return err
+	}
 	for {
+		e := m.current()
 		select {
-		case <-m.etcd.Server.ReadyNotify():
+		case <-e.Server.ReadyNotify():
 			return nil
-		case err := <-m.etcd.Err():
-			m.etcd.Close()
-			return fmt.Errorf("etcd failed while starting: %w", err)
+		case err := <-m.errc:
+			return fail(fmt.Errorf("etcd failed while starting: %w", err))
 		case <-expired:
-			m.etcd.Server.Stop()
-			m.etcd.Close()
-			return fmt.Errorf("etcd was not ready after %s; see the log for why (no quorum?)", timeout)
+			return fail(fmt.Errorf("etcd was not ready after %s; see the log for why (no quorum?)", timeout))
 		case <-tick.C:
-			if m.waiting != nil {
-				m.waiting(time.Since(start))
+			if m.opts.Waiting != nil {
+				m.opts.Waiting(time.Since(start))
+			}
+		case <-check:
+			switch {
+			case !publishStuck(e):
+				stuckSince = time.Time{}
+			case stuckSince.IsZero():
+				stuckSince = time.Now()
+			case time.Since(stuckSince) >= stuckPublishGrace:
+				check = nil
+				if err := m.restart(); err != nil {
+					return fail(err)
+				}
 			}
 		case <-ctx.Done():
-			m.etcd.Close()
-			return ctx.Err()
+			return fail(ctx.Err())
 		}
 	}
 }
+
+// stuckPublishGrace is how long a joining member may show its own
+// published attributes without being ready before WaitReady restarts it.
+// Applying the publish entry closes readiness within milliseconds, so
+// this only waits out a busy machine; a needless restart costs ~0.3 s.
+const stuckPublishGrace = 250 * time.Millisecond
 
 func embedConfig(c *config.Config, o Options) (*embed.Config, error) {
 	cfg := embed.NewConfig()
@@ -178,17 +299,26 @@ func embedConfig(c *config.Config, o Options) (*embed.Config, error) {
 }
 
 // ClusterID is the etcd cluster ID in the hex form etcdctl prints.
-func (m *Member) ClusterID() string { return m.etcd.Server.Cluster().ID().String() }
+func (m *Member) ClusterID() string {
+	if e := m.current(); e != nil {
+		return e.Server.Cluster().ID().String()
+	}
+	return ""
+}
 
 // Err reports a fatal error of the running member.
-func (m *Member) Err() <-chan error { return m.etcd.Err() }
+func (m *Member) Err() <-chan error { return m.errc }
 
 // Stopped is closed when the member has stopped.
-func (m *Member) Stopped() <-chan struct{} { return m.etcd.Server.StopNotify() }
+func (m *Member) Stopped() <-chan struct{} { return m.stopped }
 
 // Close stops the member gracefully (leadership is handed over first when
 // there are other voters) and releases its ports.
-func (m *Member) Close() { m.etcd.Close() }
+func (m *Member) Close() {
+	if e := m.current(); e != nil {
+		e.Close()
+	}
+}
 
 // ClientTLS returns the files a local client (the apiserver) presents.
 func ClientTLS(c *config.Config) transport.TLSInfo {
@@ -208,4 +338,7 @@ func HasData(c *config.Config) bool {
 
 // HasLeader tells whether the member knows a raft leader now (a member
 // cut off from the majority soon does not).
-func (m *Member) HasLeader() bool { return m.etcd.Server.Leader() != 0 }
+func (m *Member) HasLeader() bool {
+	e := m.current()
+	return e != nil && e.Server.Leader() != 0
+}

@@ -26,14 +26,21 @@ func newMember(t *testing.T, dir string) *config.Config {
 	if err := pki.CreateClusterSecrets(&c, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	cas, err := pki.LoadClusterCAs(&c)
+	issueLeaves(t, &c)
+	return &c
+}
+
+// issueLeaves makes c's leaf certificates from the CAs in its data
+// directory.
+func issueLeaves(t *testing.T, c *config.Config) {
+	t.Helper()
+	cas, err := pki.LoadClusterCAs(c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pki.EnsureLeaves(&c, cas, time.Now()); err != nil {
+	if _, err := pki.EnsureLeaves(c, cas, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	return &c
 }
 
 // runReady launches a new one-member cluster of c, waits until it serves

@@ -24,6 +24,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/pki"
 	"github.com/k8s-master/k8s-master/pkg/upgrade"
 	"github.com/k8s-master/k8s-master/pkg/version"
+	"github.com/k8s-master/k8s-master/pkg/vip"
 )
 
 // staleLearnerAfter is how long an added member may stay unstarted before a
@@ -201,6 +202,15 @@ func (s *Server) handleJoin(w http.ResponseWriter, r *http.Request) {
 // admit adds the joiner as an etcd learner (or finds it already a member)
 // and assembles what it needs.
 func (s *Server) admit(ctx context.Context, req *Request) (*Response, int, int, error) {
+	// The VIP `vip set` recorded rules over the one init recorded here.
+	vipAddr, vipTTL := s.state.Config.VIP, s.state.Config.VIPLeaseTTL
+	set, _, err := vip.ReadSetting(ctx, s.cli)
+	if err != nil {
+		return nil, http.StatusServiceUnavailable, 5, err
+	}
+	if set != nil {
+		vipAddr, vipTTL = set.Address, set.LeaseTTL
+	}
 	members, err := etcd.Members(ctx, s.cli)
 	if err != nil {
 		return nil, http.StatusServiceUnavailable, 5, err
@@ -277,8 +287,8 @@ func (s *Server) admit(ctx context.Context, req *Request) (*Response, int, int, 
 		ServiceCIDR:    s.state.Config.ServiceCIDR,
 		PodCIDR:        s.state.Config.PodCIDR,
 		ClusterDomain:  s.state.Config.ClusterDomain,
-		VIP:            s.state.Config.VIP,
-		VIPLeaseTTL:    s.state.Config.VIPLeaseTTL,
+		VIP:            vipAddr,
+		VIPLeaseTTL:    vipTTL,
 		Files:          files,
 	}, http.StatusOK, 0, nil
 }

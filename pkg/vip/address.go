@@ -34,6 +34,9 @@ type Address struct {
 	handOffWindow time.Duration
 	handOff       *handOff
 	log           klog.Logger
+	// closed: Close ran (a VIP moved by vip set closes its old handle
+	// before the master's stop would).
+	closed bool
 }
 
 // Open checks that the interface exists and is up, that the VIP lies in one
@@ -298,6 +301,10 @@ func (a *Address) CheckFree(wait time.Duration) error {
 
 // Close releases the netlink handle and socket (not the VIP).
 func (a *Address) Close() {
+	if a.closed {
+		return
+	}
+	a.closed = true
 	a.h.Close()
 	if a.sendFD >= 0 {
 		unix.Close(a.sendFD)

@@ -27,6 +27,9 @@ type HolderInfo struct {
 	APIServerPort int       `json:"apiserverPort"`
 	EtcdPeerPort  int       `json:"etcdPeerPort"`
 	Since         time.Time `json:"since"`
+	// VIP is the address the holder holds: while `vip set` moves the VIP,
+	// the election key may still name a holder of the old one.
+	VIP string `json:"vip,omitempty"`
 }
 
 // ReadHolder returns the current holder and its lease, or nil when nobody
@@ -80,6 +83,11 @@ type ElectionConfig struct {
 	// after a release that did not end in a stop.
 	Drain   func(context.Context)
 	Undrain func()
+	// CampaignDelay, when set, says how long to hold a campaign back. A
+	// master whose etcd member leads waits, so that a follower wins: the
+	// holder would otherwise hand etcd's leadership away at once, and a
+	// hand-over can fail a write in flight.
+	CampaignDelay func(context.Context) time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -274,6 +282,11 @@ func (m *Manager) run(ctx context.Context) {
 			continue
 		}
 		unhealthyLogged = false
+		if m.cfg.CampaignDelay != nil {
+			if d := m.cfg.CampaignDelay(ctx); d > 0 && !m.sleep(ctx, d) {
+				continue
+			}
+		}
 		c, err := m.campaign(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
@@ -429,27 +442,32 @@ func (m *Manager) hold(ctx context.Context, c campaignResult, vacantSince time.T
 		case <-ticker.C:
 		}
 		sent := m.cfg.Now()
-		kctx, cancel := context.WithTimeout(ctx, maxRTT)
-		renewErr := m.renew(kctx, lease)
-		cancel()
-		if ctx.Err() != nil {
-			m.drain()
-			m.release(lease, "stopping")
-			return
-		}
-		switch {
-		case errors.Is(renewErr, errSessionLost):
-			m.release(0, "session lost: "+renewErr.Error())
-			return
-		case renewErr == nil && m.cfg.Now().Sub(sent) < maxRTT:
-			lastRenewal = sent
-			held, err := m.addr.Held()
-			if err == nil && !held {
-				log.Info("The VIP was removed from the interface while held; adding it again")
-				burst = 2
+		var renewErr error
+		if sent.Sub(lastRenewal) < m.tick*3/2 {
+			// Renewed a tick ago: this tick refreshes the address only.
+			// The lease is renewed every other tick, so when the holder
+			// is cut off its lease ends between TTL − 2 ticks and TTL
+			// after the cut, on average a tick before the TTL; the
+			// address, refreshed at most a tick after a renewal, still
+			// lapses long before the lease (and at most 1.5 s after the
+			// cut).
+			m.refreshAddress(log, &burst)
+		} else {
+			kctx, cancel := context.WithTimeout(ctx, maxRTT)
+			renewErr = m.renew(kctx, lease)
+			cancel()
+			if ctx.Err() != nil {
+				m.drain()
+				m.release(lease, "stopping")
+				return
 			}
-			if err := m.addr.Claim(); err != nil {
-				log.Error(err, "Could not refresh the VIP")
+			switch {
+			case errors.Is(renewErr, errSessionLost):
+				m.release(0, "session lost: "+renewErr.Error())
+				return
+			case renewErr == nil && m.cfg.Now().Sub(sent) < maxRTT:
+				lastRenewal = sent
+				m.refreshAddress(log, &burst)
 			}
 		}
 		if m.cfg.Now().Sub(lastRenewal) > ttl-500*time.Millisecond {
@@ -483,6 +501,19 @@ func (m *Manager) hold(ctx context.Context, c campaignResult, vacantSince time.T
 				log.Error(err, "Could not announce the VIP")
 			}
 		}
+	}
+}
+
+// refreshAddress renews the address's lifetime, adding it again (and
+// announcing it more) if something removed it.
+func (m *Manager) refreshAddress(log klog.Logger, burst *int) {
+	held, err := m.addr.Held()
+	if err == nil && !held {
+		log.Info("The VIP was removed from the interface while held; adding it again")
+		*burst = 2
+	}
+	if err := m.addr.Claim(); err != nil {
+		log.Error(err, "Could not refresh the VIP")
 	}
 }
 
@@ -558,6 +589,9 @@ func (m *Manager) watch(ctx context.Context, rev int64) time.Time {
 	defer poll.Stop()
 	probe := time.NewTicker(200 * time.Millisecond)
 	defer probe.Stop()
+	ttlTick := time.NewTicker(leasePollSlow)
+	defer ttlTick.Stop()
+	var lw leaseWatch
 	var holder *HolderInfo
 	var holderLease clientv3.LeaseID
 	var deadSince time.Time
@@ -608,6 +642,20 @@ func (m *Manager) watch(ctx context.Context, rev int64) time.Time {
 			if refresh() {
 				return m.cfg.Now()
 			}
+		case <-ttlTick.C:
+			if holder == nil || holder.Name == m.cfg.Self.Name {
+				continue
+			}
+			if lw.lease != holderLease {
+				lw = leaseWatch{lease: holderLease}
+			}
+			expired, next := m.pollLease(ctx, &lw)
+			ttlTick.Reset(next)
+			if expired {
+				m.log.Info("The VIP holder's session expired (it renewed nothing for its TTL); ending it", "holder", holder.Name)
+				m.revoke(holderLease)
+				return m.cfg.Now()
+			}
 		case <-probe.C:
 			if holder == nil {
 				continue
@@ -644,6 +692,69 @@ func (m *Manager) watch(ctx context.Context, rev int64) time.Time {
 			return deadSince
 		}
 	}
+}
+
+// How often a standby asks for the holder's remaining lease TTL: slowly
+// while the holder renews (the answer stays at 2 s or more), quickly once
+// it is under 2 s, so that the end of the last second is seen within
+// leasePollFast.
+const (
+	leasePollSlow = 250 * time.Millisecond
+	leasePollFast = 50 * time.Millisecond
+)
+
+// leaseWatch follows the holder's lease as the etcd leader counts it.
+type leaseWatch struct {
+	lease clientv3.LeaseID
+	// zeroAt is when an answer of TTL 0 came back, in raft term term.
+	zeroAt time.Time
+	term   uint64
+}
+
+// pollLease asks for the holder's remaining TTL and tells whether the
+// lease has certainly expired, and when to ask again. etcd revokes expired
+// leases only every 500 ms; a standby that sees the expiry itself takes
+// over up to that much sooner, so a holder cut off from the network costs
+// its TTL and little more.
+//
+// etcd answers the remaining time in whole seconds, rounded toward zero:
+// TTL 0 means less than a second was left when the leader answered. An
+// answer of 0 again to a request sent a second or more after the first 0
+// came back, in the same raft term, proves the lease expired at that
+// leader with no renewal in between (a renewal restarts the full TTL, and
+// the answer would be at least 1). The leader refuses renewals of an
+// expired lease, so from then on the holder cannot extend its address,
+// which lapsed long before (its lifetime is a third of the TTL): ending
+// the session is what etcd's own revoke would do a little later.
+func (m *Manager) pollLease(ctx context.Context, w *leaseWatch) (bool, time.Duration) {
+	sent := m.cfg.Now()
+	tctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	resp, err := m.cfg.Client.TimeToLive(tctx, w.lease)
+	cancel()
+	if err != nil {
+		w.zeroAt = time.Time{}
+		return false, leasePollSlow
+	}
+	switch {
+	case resp.TTL >= 2:
+		w.zeroAt = time.Time{}
+		return false, leasePollSlow
+	case resp.TTL == 1:
+		w.zeroAt = time.Time{}
+		return false, leasePollFast
+	case resp.TTL == 0:
+		if w.zeroAt.IsZero() || resp.GetRaftTerm() != w.term {
+			w.zeroAt, w.term = m.cfg.Now(), resp.GetRaftTerm()
+			return false, leasePollFast
+		}
+		if sent.Sub(w.zeroAt) >= time.Second {
+			return true, leasePollSlow
+		}
+		// Ask next just as the second since the first 0 is over.
+		return false, max(time.Millisecond, min(leasePollFast, time.Second-sent.Sub(w.zeroAt)))
+	}
+	// -1: gone or long expired; the watch reports the delete.
+	return false, leasePollSlow
 }
 
 // holderDead tells whether the holder's host refuses connections on both

@@ -313,3 +313,78 @@ func TestAddressLifetime(t *testing.T) {
 		t.Error("an address lifetime equal to the TTL was accepted")
 	}
 }
+
+// A standby sees the holder's lease expire by itself, within a poll of the
+// expiry and never before it, instead of waiting up to 500 ms for etcd's
+// revoke loop; while the holder renews, never.
+func TestPollLeaseSeesExpiry(t *testing.T) {
+	endpoint := testkit.StartEtcd(t)
+	l := &lan{holders: map[string]time.Time{}}
+	c := newCandidate(t, endpoint, "m2", l)
+	ctx := context.Background()
+	poll := func(lease clientv3.LeaseID, until time.Time) time.Time {
+		w := leaseWatch{lease: lease}
+		for time.Now().Before(until) {
+			expired, next := c.mgr.pollLease(ctx, &w)
+			if expired {
+				return time.Now()
+			}
+			time.Sleep(next)
+		}
+		return time.Time{}
+	}
+
+	const ttl = 2 * time.Second
+	sent := time.Now()
+	g, err := c.cli.Grant(ctx, int64(ttl/time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	granted := time.Now()
+	seen := poll(g.ID, granted.Add(ttl+2*time.Second))
+	switch {
+	case seen.IsZero():
+		t.Fatal("the expiry of an unrenewed lease was never seen")
+	case seen.Before(sent.Add(ttl)):
+		t.Fatalf("expiry seen %s after the grant was sent, before its TTL %s ran out", seen.Sub(sent), ttl)
+	case seen.After(granted.Add(ttl + 200*time.Millisecond)):
+		t.Errorf("expiry seen %s after the TTL ran out; the fast poll should see it within about 100 ms", seen.Sub(granted.Add(ttl)))
+	}
+	t.Logf("expiry seen %s after the TTL ran out", seen.Sub(granted.Add(ttl)).Round(time.Millisecond))
+
+	g, err = c.cli.Grant(ctx, int64(ttl/time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	renew, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go func() {
+		for renew.Err() == nil {
+			_, _ = c.cli.KeepAliveOnce(renew, g.ID)
+			time.Sleep(300 * time.Millisecond)
+		}
+	}()
+	if at := poll(g.ID, time.Now().Add(3*ttl)); !at.IsZero() {
+		t.Errorf("a renewed lease was reported expired after %s", at.Sub(granted))
+	}
+}
+
+// A master that holds its campaign back (its member leads etcd) lets
+// another that saw the VIP free at the same moment win.
+func TestCampaignDelayLetsOthersWin(t *testing.T) {
+	endpoint := testkit.StartEtcd(t)
+	l := &lan{holders: map[string]time.Time{}}
+	for round := 0; round < 3; round++ {
+		leader := newCandidate(t, endpoint, "leader", l)
+		leader.mgr.cfg.CampaignDelay = func(context.Context) time.Duration { return 300 * time.Millisecond }
+		follower := newCandidate(t, endpoint, "follower", l)
+		leader.mgr.Start()
+		follower.mgr.Start()
+		if h := waitHolder(t, l, "", 5*time.Second); h != "follower" {
+			t.Errorf("round %d: %s won the VIP, want the master without a campaign delay", round, h)
+		}
+		leader.mgr.Stop(context.Background())
+		follower.mgr.Stop(context.Background())
+	}
+	l.check(t)
+}

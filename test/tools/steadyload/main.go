@@ -8,7 +8,7 @@
 //	steadyload run -kubeconfig K [-rate 100] [-duration 60s] [-keys 10] [-fresh] > log
 //	steadyload stats -log log -windows W
 //
-// A log line is "<unix nanoseconds of the start> ok|fail <ms>"; a windows
+// A log line is "<unix nanoseconds of the start> ok|fail <ms> [error]"; a windows
 // line is "<start unix nanoseconds> <end unix nanoseconds>".
 package main
 
@@ -137,10 +137,13 @@ loop:
 			ms := float64(time.Since(start).Microseconds()) / 1000
 			res := "ok"
 			if err != nil {
-				res = "fail"
+				// The cause after the fields stats reads, on one line.
+				res = "fail " + fmt.Sprintf("%.2f", ms) + " " + strings.ReplaceAll(err.Error(), "\n", " ")
+			} else {
+				res = "ok " + fmt.Sprintf("%.2f", ms)
 			}
 			mu.Lock()
-			fmt.Fprintf(out, "%d %s %.2f\n", start.UnixNano(), res, ms)
+			fmt.Fprintf(out, "%d %s\n", start.UnixNano(), res)
 			mu.Unlock()
 		}(n)
 	}
