@@ -120,19 +120,26 @@ func scale(args []string) error {
 	if !cache.WaitForCacheSync(ctx.Done(), podInf.HasSynced) {
 		return errors.New("pod informer did not sync; is the apiserver up?")
 	}
-	count := func(dep string) (total, running int) {
+	// scheduled counts pods bound to a node: with created and running it
+	// tells which stage (controller-manager, scheduler, kwok) the time goes
+	// to.
+	count3 := func(dep string) (total, scheduled, running int) {
 		for _, o := range podInf.GetStore().List() {
 			p := o.(*corev1.Pod)
 			if dep != "" && p.Labels["app"] != dep {
 				continue
 			}
 			total++
+			if p.DeletionTimestamp == nil && p.Spec.NodeName != "" {
+				scheduled++
+			}
 			if p.DeletionTimestamp == nil && p.Status.Phase == corev1.PodRunning {
 				running++
 			}
 		}
 		return
 	}
+	count := func(dep string) (total, running int) { t, _, r := count3(dep); return t, r }
 	waitFor := func(what string, done func() bool) error {
 		for !done() {
 			select {
@@ -155,11 +162,21 @@ func scale(args []string) error {
 			return fmt.Errorf("create deployment %s: %w", name, err)
 		}
 	}
-	if err := waitFor("all pods Running", func() bool { _, r := count(""); return r == *pods }); err != nil {
+	var created, scheduled time.Duration
+	if err := waitFor("all pods Running", func() bool {
+		t, s, r := count3("")
+		if created == 0 && t >= *pods {
+			created = time.Since(t1)
+		}
+		if scheduled == 0 && s >= *pods {
+			scheduled = time.Since(t1)
+		}
+		return r == *pods
+	}); err != nil {
 		return err
 	}
 	running := time.Since(t1)
-	out := fmt.Sprintf("nodes_ready_s=%.2f running_s=%.2f", nodesReady.Seconds(), running.Seconds())
+	out := fmt.Sprintf("nodes_ready_s=%.2f created_s=%.2f scheduled_s=%.2f running_s=%.2f", nodesReady.Seconds(), created.Seconds(), scheduled.Seconds(), running.Seconds())
 
 	if *churn {
 		dep := deps[0]
