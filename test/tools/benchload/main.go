@@ -38,6 +38,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -298,13 +299,12 @@ func deployment(name string, replicas int32) *appsv1.Deployment {
 	}
 }
 
+// scaleTo sets the Deployment's replicas with a merge patch: the
+// deployment controller writes the object all the time, so a read and an
+// update of the scale would often conflict.
 func scaleTo(ctx context.Context, cs *kubernetes.Clientset, name string, n int32) error {
-	s, err := cs.AppsV1().Deployments(namespace).GetScale(ctx, name, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("get scale of %s: %w", name, err)
-	}
-	s.Spec.Replicas = n
-	if _, err := cs.AppsV1().Deployments(namespace).UpdateScale(ctx, name, s, metav1.UpdateOptions{}); err != nil {
+	patch := fmt.Appendf(nil, `{"spec":{"replicas":%d}}`, n)
+	if _, err := cs.AppsV1().Deployments(namespace).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
 		return fmt.Errorf("scale %s to %d: %w", name, n, err)
 	}
 	return nil
