@@ -104,7 +104,10 @@ for pt in "${pts[@]}"; do
   printf '%-9s %-4s %-10s %9s %9s %9s %8s %8s  %s\n' point run stack created_s sched_s running_s churn_s peak_mb load
   for i in $(seq 1 "$runs"); do
     for s in $stacks; do
-      line=$(one $s "$nodes-$pods-$i" "$nodes" "$pods" "$churn")
+      # Not in $(...): a failed run must leave its processes to this
+      # shell's cleanup, which knows them only if they started here.
+      one $s "$nodes-$pods-$i" "$nodes" "$pods" "$churn" >"$work/line"
+      line=$(cat "$work/line")
       echo "$line" >>"$work/res.$s.$nodes"
       name=k8s-master; [ $s = ref ] && name=refstack
       printf '%-9s %-4s %-10s %9s %9s %9s %8s %8s  %s\n' "$pt" "$i" $name "$(echo "$line" | field created_s)" "$(echo "$line" | field scheduled_s)" \
