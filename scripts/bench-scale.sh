@@ -101,7 +101,7 @@ summary=()
 for pt in "${pts[@]}"; do
   nodes=${pt%/*} pods=${pt#*/}
   churn=""; [ "$pt" = "${pts[0]}" ] && churn=$churnflag
-  printf '%-9s %-4s %-10s %9s %9s %9s %8s %8s  %s\n' point run stack created_s sched_s running_s churn_s peak_mb load
+  printf '%-9s %-4s %-10s %9s %9s %9s %8s %8s %6s  %s\n' point run stack created_s sched_s running_s churn_s peak_mb cpu_s load
   for i in $(seq 1 "$runs"); do
     for s in $stacks; do
       # Not in $(...): a failed run must leave its processes to this
@@ -110,8 +110,8 @@ for pt in "${pts[@]}"; do
       line=$(cat "$work/line")
       echo "$line" >>"$work/res.$s.$nodes"
       name=k8s-master; [ $s = ref ] && name=refstack
-      printf '%-9s %-4s %-10s %9s %9s %9s %8s %8s  %s\n' "$pt" "$i" $name "$(echo "$line" | field created_s)" "$(echo "$line" | field scheduled_s)" \
-        "$(echo "$line" | field running_s)" "$(echo "$line" | field churn_s)" "$(echo "$line" | field peak_rss_mb)" "$(loadavg)"
+      printf '%-9s %-4s %-10s %9s %9s %9s %8s %8s %6s  %s\n' "$pt" "$i" $name "$(echo "$line" | field created_s)" "$(echo "$line" | field scheduled_s)" \
+        "$(echo "$line" | field running_s)" "$(echo "$line" | field churn_s)" "$(echo "$line" | field peak_rss_mb)" "$(echo "$line" | field cpu_s)" "$(loadavg)"
     done
   done
   med() { field "$1" <"$work/res.$2.$nodes" | median; }

@@ -105,6 +105,7 @@ func scale(args []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	peak := sampleRSS(ctx, pids)
+	cpu0 := cpuSeconds(pids)
 
 	t0 := time.Now()
 	if err := registerNodes(ctx, cs, *nodes); err != nil {
@@ -201,7 +202,7 @@ func scale(args []string) error {
 		out += fmt.Sprintf(" churn_down_s=%.2f churn_up_s=%.2f churn_s=%.2f", down.Seconds(), up.Seconds(), (down + up).Seconds())
 	}
 	cancel()
-	fmt.Printf("%s peak_rss_mb=%d\n", out, <-peak/1024)
+	fmt.Printf("%s peak_rss_mb=%d cpu_s=%.1f\n", out, <-peak/1024, cpuSeconds(pids)-cpu0)
 	return nil
 }
 
@@ -346,6 +347,29 @@ func sampleRSS(ctx context.Context, pids []int) <-chan int {
 		}
 	}()
 	return out
+}
+
+// cpuSeconds is the user and system CPU time the pids have used so far:
+// with the wall time it shows whether a stack was bound by the CPU it got
+// (on a shared machine the kernel shares CPU by runnable thread, so four
+// processes get more of it than one).
+func cpuSeconds(pids []int) float64 {
+	ticks := 0
+	for _, p := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			continue
+		}
+		// Fields after the command's closing parenthesis; utime and stime
+		// are the 14th and 15th of the whole line.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) > 12 {
+			u, _ := strconv.Atoi(f[11])
+			s, _ := strconv.Atoi(f[12])
+			ticks += u + s
+		}
+	}
+	return float64(ticks) / 100 // USER_HZ
 }
 
 func vmRSS(pid int) int {
