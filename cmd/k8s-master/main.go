@@ -203,27 +203,18 @@ func signalContext() (context.Context, context.CancelFunc) {
 
 // startupGC lets the heap grow more between collections while the control
 // plane starts (a burst of allocation: OpenAPI specs, caches, bootstrap
-// objects), then sets the running target, returning the start-up garbage to
-// the OS. An operator's GOGC is left alone.
-//
-// The running target is 50, not Go's 100: one heap holds what four
-// processes hold separately (etcd, apiserver watch cache, two sets of
-// informers), and at 100 the collector lets all of it double before it
-// runs. Under load (scripts/bench-scale.sh, 1000 pods) 50 kept the peak RSS
-// at 486 MB instead of 564-594 MB with no measurable loss of speed: the
-// apiserver's serialisation, not the collector, takes the CPU there.
+// objects) and restores the usual target afterwards, returning the start-up
+// garbage to the OS. An operator's GOGC is left alone.
 func startupGC() (end func()) {
 	if os.Getenv("GOGC") != "" {
 		return func() {}
 	}
-	debug.SetGCPercent(400)
+	prev := debug.SetGCPercent(400)
 	return func() {
-		debug.SetGCPercent(runningGCPercent)
+		debug.SetGCPercent(prev)
 		go debug.FreeOSMemory()
 	}
 }
-
-const runningGCPercent = 50
 
 // startupProfile records a CPU profile of start-up, until the control plane
 // is ready, into $K8S_MASTER_STARTUP_CPUPROFILE when that is set: the tool
