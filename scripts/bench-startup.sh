@@ -32,8 +32,9 @@ bin=$(realpath "${K8S_MASTER_BIN:-bin/k8s-master}")
 [ -x "$bin" ] || { echo "no binary at $bin; run make build" >&2; exit 1; }
 for t in curl bc; do command -v $t >/dev/null || { echo "$t is needed" >&2; exit 1; }; done
 
-now() { date +%s.%N; }
-median() { sort -n | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+# now, median and refstack_build (built at this project's versions, one
+# cache per version).
+. scripts/bench-stacks.sh
 
 work=$(mktemp -d /tmp/bench-startup.XXXXXX)
 pid=""
@@ -78,17 +79,7 @@ run_ours() {
 # refstack's run.sh prints "ready_s=… leases_s=… rss_mb=… parts_mb=…".
 refdir=""
 if [ $refstack = 1 ]; then
-  src=${REFSTACK_DIR:-../shared/bench/refstack}
-  [ -d "$src" ] || { echo "no refstack at $src; pass --no-refstack or set REFSTACK_DIR" >&2; exit 1; }
-  # Built at the Kubernetes and etcd versions this project's go.mod
-  # requires, one cache per version.
-  k8sv=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
-  refdir=.cache/refstack-$k8sv
-  if [ ! -x $refdir/bin/kube-scheduler ]; then
-    echo "building refstack $k8sv into $refdir (several minutes the first time)..." >&2
-    mkdir -p .cache && rm -rf $refdir && cp -r "$src" $refdir && chmod -R u+w $refdir
-    (cd $refdir && REFSTACK_BIN=$PWD/bin ./build.sh "$OLDPWD" >/dev/null)
-  fi
+  refstack_build
 fi
 run_ref() {
   local line; line=$(cd $refdir && ./run.sh "$idle")

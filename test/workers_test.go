@@ -25,11 +25,11 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	certcsr "k8s.io/client-go/util/certificate/csr"
-	"k8s.io/client-go/util/retry"
 	"k8s.io/cluster-bootstrap/token/jws"
 )
 
@@ -170,16 +170,11 @@ func checkWorkers(t *testing.T, dir string, port int, revoked string) {
 		if _, err := wk1.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: "wk1"}}, metav1.CreateOptions{}); err != nil {
 			t.Fatalf("node creates its Node: %v", err)
 		}
-		// The controller-manager taints the new Node meanwhile.
-		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
-			node, err := wk1.CoreV1().Nodes().Get(ctx, "wk1", metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "10.250.0.21"}, {Type: corev1.NodeHostName, Address: "wk1"}}
-			_, err = wk1.CoreV1().Nodes().UpdateStatus(ctx, node, metav1.UpdateOptions{})
-			return err
-		})
+		// A patch, not a read and an update: the controller-manager taints
+		// the new Node meanwhile, and NodeRestriction refuses (403, before
+		// any conflict check) an update whose stale copy drops that taint.
+		addrs := []byte(`{"status":{"addresses":[{"type":"InternalIP","address":"10.250.0.21"},{"type":"Hostname","address":"wk1"}]}}`)
+		_, err := wk1.CoreV1().Nodes().Patch(ctx, "wk1", types.MergePatchType, addrs, metav1.PatchOptions{}, "status")
 		if err != nil {
 			t.Fatalf("node posts its addresses: %v", err)
 		}

@@ -56,3 +56,26 @@ func TestLoopbackMasterReconcilesNoEndpoints(t *testing.T) {
 		t.Errorf("master on 192.0.2.10: %s given", none)
 	}
 }
+
+// The in-process controller-manager and scheduler are not throttled like
+// remote clients: the rate limit we pass reaches the client configuration
+// each one builds.
+func TestInProcessClientsRateLimit(t *testing.T) {
+	c := testConfig("192.0.2.10")
+	kcm, err := kcmoptions.NewKubeControllerManagerOptions()
+	if err != nil {
+		t.Fatal(err)
+	}
+	parse(t, "kube-controller-manager", kcm.Flags(kcmapp.KnownControllers(), kcmapp.ControllersDisabledByDefault(), kcmapp.ControllerAliases()), controllerManagerArgs(c))
+	if cc := kcm.Generic.ClientConnection; cc.QPS != 200 || cc.Burst != 400 {
+		t.Errorf("controller-manager client: qps %v burst %d, want 200 and 400", cc.QPS, cc.Burst)
+	}
+	sched := scheduleroptions.NewOptions()
+	parse(t, "kube-scheduler", *sched.Flags, schedulerArgs(c))
+	// ApplyDeprecated copies these to the component configuration only
+	// when the flags were given (and no configuration file).
+	dep := sched.Flags.FlagSet("deprecated")
+	if !dep.Changed("kube-api-qps") || !dep.Changed("kube-api-burst") || sched.Deprecated.QPS != 200 || sched.Deprecated.Burst != 400 {
+		t.Errorf("scheduler client: qps %v burst %d, want 200 and 400 given as flags", sched.Deprecated.QPS, sched.Deprecated.Burst)
+	}
+}

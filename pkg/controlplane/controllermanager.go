@@ -42,6 +42,7 @@ func controllerManagerArgs(c *config.Config) []string {
 		"--cluster-name=kubernetes",
 		"--profiling=false",
 	}
+	args = append(args, inProcessClientFlags...)
 	if c.PodCIDR != "" {
 		args = append(args, "--allocate-node-cidrs=true", "--cluster-cidr="+c.PodCIDR)
 	}
@@ -54,6 +55,20 @@ func controllerManagerArgs(c *config.Config) []string {
 	}
 	return args
 }
+
+// inProcessClientFlags set the client-side rate limit of the
+// controller-manager and the scheduler, which reach their apiserver in this
+// same process over loopback. Upstream's defaults (controller-manager 20/s,
+// burst 30, for each controller's client; scheduler 50/s, burst 100) protect
+// a remote apiserver from components on other machines; here they were
+// what bounded a 1000-pod Deployment to about 50 s (the ReplicaSet
+// controller creating 20 pods a second; scripts/bench-scale.sh). At 200/s,
+// burst 400, the same Deployment's pods all exist in about 11-25 s on this
+// 2-core machine, where the apiserver's CPU, not the client, is the limit;
+// unlimited (-1) or 400/800 were no faster there, only burstier. The
+// apiserver's Priority and Fairness still queues these requests (the
+// workload-high and system levels) behind everything else it serves.
+var inProcessClientFlags = []string{"--kube-api-qps=200", "--kube-api-burst=400"}
 
 // TestSigningDurationEnv names the environment variable that sets the
 // controller-manager's --cluster-signing-duration; only the worker lab

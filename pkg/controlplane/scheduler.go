@@ -31,7 +31,7 @@ import (
 func schedulerArgs(c *config.Config) []string {
 	p := c.Layout().PKIDir()
 	kc := c.Layout().SchedulerKubeconfig()
-	return []string{
+	args := []string{
 		"--kubeconfig=" + kc,
 		"--authentication-kubeconfig=" + kc,
 		"--authorization-kubeconfig=" + kc,
@@ -43,6 +43,10 @@ func schedulerArgs(c *config.Config) []string {
 		"--tls-private-key-file=" + pki.KeyPath(p, pki.SchedulerTLS),
 		"--leader-elect=true",
 	}
+	// The scheduler's --kube-api-qps/--kube-api-burst are deprecated in
+	// favour of its configuration file's clientConnection, but still apply
+	// when, as here, no file is given (options.ApplyDeprecated).
+	return append(args, inProcessClientFlags...)
 }
 
 // NewScheduler prepares kube-scheduler; Start runs it.
