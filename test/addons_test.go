@@ -541,9 +541,18 @@ func TestAddonSettings(t *testing.T) {
 		if err != nil || ds.Labels["team"] != "net" {
 			t.Errorf("the user's label on the DaemonSet did not survive the re-apply: %v %v", ds.Labels, err)
 		}
-		if svc, err := cs.CoreV1().Services("kube-system").Get(ctx, "kube-dns", metav1.GetOptions{}); err != nil || svc.Spec.ClusterIP != "10.96.0.10" {
-			t.Errorf("kube-dns Service: %v", err)
-		}
+		// CoreDNS was disabled before: its objects come back one apply
+		// after another, the Service after the Deployment.
+		eventually(t, time.Minute, "kube-dns Service at 10.96.0.10", func() error {
+			svc, err := cs.CoreV1().Services("kube-system").Get(ctx, "kube-dns", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if svc.Spec.ClusterIP != "10.96.0.10" {
+				return fmt.Errorf("cluster IP %s", svc.Spec.ClusterIP)
+			}
+			return nil
+		})
 	})
 	m.stop(syscall.SIGTERM, 30*time.Second)
 
