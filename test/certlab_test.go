@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/k8s-master/k8s-master/pkg/pki"
 )
 
 // certLab is three masters with a VIP in a netns lab, shared by the
@@ -159,6 +161,50 @@ func (lc *loadClient) wait(t *testing.T, timeout time.Duration) (ok, failed int,
 		}
 	}
 	return ok, failed, firstFail
+}
+
+// etcdClientPair issues a client certificate of the etcd CA in dir (with
+// its key, read now) into the lab directory and returns its files.
+func (c *certLab) etcdClientPair(t *testing.T, name, dir string) []string {
+	t.Helper()
+	ca, err := pki.LoadCA(dir, "ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPEM, keyPEM, err := ca.IssueLeaf(pki.LeafSpec{Name: name, CommonName: name, Usage: pki.ClientAuth}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair := []string{filepath.Join(c.dir, name+".crt"), filepath.Join(c.dir, name+".key")}
+	if err := os.WriteFile(pair[0], certPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pair[1], keyPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return pair
+}
+
+// etcdHealth asks master i's etcd client port for /health from the client
+// namespace, verifying it with caFile and presenting pair; it returns the
+// HTTP status, "000" when the handshake fails.
+func (c *certLab) etcdHealth(i int, caFile string, pair []string) string {
+	out, _ := exec.Command("ip", "netns", "exec", c.prefix+"c", "curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}",
+		"--cacert", caFile, "--cert", pair[0], "--key", pair[1], fmt.Sprintf("https://%s:2379/health", c.addr(i))).Output()
+	return strings.TrimSpace(string(out))
+}
+
+// verifiedBy checks that certPEM is signed by caPEM.
+func verifiedBy(certPEM, caPEM []byte) error {
+	cert, err := pki.ParseCert(certPEM)
+	if err != nil {
+		return err
+	}
+	ca, err := pki.ParseCert(caPEM)
+	if err != nil {
+		return err
+	}
+	return cert.CheckSignatureFrom(ca)
 }
 
 // servedSerial is the serial of the certificate master i serves on port,
@@ -370,6 +416,10 @@ func TestCertRotation(t *testing.T) {
 		t.Fatal(err)
 	}
 	oldCA := mustRead(t, filepath.Join(c.dataDir(1), "pki", "ca.crt"))
+	// A client certificate of the old etcd CA, made with its key: etcd
+	// must refuse it after the rotation.
+	oldEtcdCA := mustRead(t, filepath.Join(c.dataDir(1), "pki", "etcd", "ca.crt"))
+	oldEtcdPair := c.etcdClientPair(t, "old-etcd", filepath.Join(c.dataDir(1), "pki", "etcd"))
 	oldLoad := c.startLoad(t, "old-kubeconfig", oldKC, 10, time.Hour, true)
 
 	// Phase trust, then the command "dies".
@@ -476,7 +526,7 @@ func TestCertRotation(t *testing.T) {
 		t.Fatal("certs rotate-ca did not finish")
 	}
 	t.Logf("final certs rotate-ca:\n%s", out)
-	if !strings.Contains(out, "done: the old cluster and front-proxy CAs are trusted nowhere") {
+	if !strings.Contains(out, "done: the old cluster, front-proxy and etcd CAs are trusted nowhere") {
 		t.Fatalf("the rotation did not finish")
 	}
 	time.Sleep(10 * time.Second) // the new client keeps going past the end
@@ -517,6 +567,35 @@ func TestCertRotation(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(pki, f)); err == nil {
 				t.Errorf("m%d still has %s", i, f)
 			}
+		}
+	}
+	// etcd: every member restarted in place onto the new etcd CA alone.
+	newEtcdCA := mustRead(t, filepath.Join(c.dataDir(1), "pki", "etcd", "ca.crt"))
+	if string(newEtcdCA) == string(oldEtcdCA) {
+		t.Error("the etcd CA was not rotated")
+	}
+	for i := 1; i <= 4; i++ {
+		edir := filepath.Join(c.dataDir(i), "pki", "etcd")
+		if got := mustRead(t, filepath.Join(edir, "ca-bundle.crt")); string(got) != string(newEtcdCA) {
+			t.Errorf("m%d's etcd trust bundle is not the new etcd CA alone", i)
+		}
+		for _, f := range []string{"server.crt", "peer.crt"} {
+			if err := verifiedBy(mustRead(t, filepath.Join(edir, f)), newEtcdCA); err != nil {
+				t.Errorf("m%d's etcd %s: %v", i, f, err)
+			}
+		}
+	}
+	newEtcdPair := c.etcdClientPair(t, "new-etcd", filepath.Join(c.dataDir(1), "pki", "etcd"))
+	newEtcdCAFile := filepath.Join(c.dir, "new-etcd-ca.crt")
+	if err := os.WriteFile(newEtcdCAFile, newEtcdCA, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 4; i++ {
+		if code := c.etcdHealth(i, newEtcdCAFile, newEtcdPair); code != "200" {
+			t.Errorf("m%d's etcd with a client certificate of the new etcd CA: %s, want 200", i, code)
+		}
+		if code := c.etcdHealth(i, newEtcdCAFile, oldEtcdPair); code == "200" {
+			t.Errorf("m%d's etcd still accepts a client certificate of the old etcd CA", i)
 		}
 	}
 	if s := c.caRotation(t, 3); s.CARotation == nil || s.CARotation.Phase != "done" {

@@ -21,10 +21,10 @@ func newRotateCACommand(dataDir *string) *cobra.Command {
 	var window time.Duration
 	cmd := &cobra.Command{
 		Use:   "rotate-ca",
-		Short: "Replace the cluster and front-proxy CAs on every master while the cluster serves",
-		Long: `Replace the cluster CA and the front-proxy CA on every master, in phases
-recorded in etcd; each master applies each phase in place (no restart) and
-the command waits for every registered master before the next:
+		Short: "Replace the cluster, front-proxy and etcd CAs on every master while the cluster serves",
+		Long: `Replace the cluster, front-proxy and etcd CAs on every master, in phases
+recorded in etcd; each master applies each phase in place (no process
+restart) and the command waits for every registered master before the next:
 
   trust    the new CAs are trusted next to the old ones everywhere
   clients  the new CA signs kubelet certificates and the masters' client
@@ -36,8 +36,10 @@ Clients that hold only the old CA (an old admin kubeconfig, a kubelet) keep
 working during the window (--window, at least 5.5 minutes: client-go takes
 up to 5 minutes to reload a CA file or a client certificate). Interrupting is
 safe: run the command again and it carries on where the rotation stands;
-a master that was down applies the phases it missed when it starts. The etcd
-CA is not rotated (see the README).`,
+a master that was down applies the phases it missed when it starts. In
+phases trust and drop each master restarts its etcd member in place, one at
+a time and with the VIP handed over first: etcd loads its trust bundle only
+when a member starts.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			process.SetupAdmin()

@@ -20,13 +20,14 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/k8s-master/k8s-master/pkg/config"
+	"github.com/k8s-master/k8s-master/pkg/etcd"
 	"github.com/k8s-master/k8s-master/pkg/join"
 	"github.com/k8s-master/k8s-master/pkg/nodebootstrap"
 	"github.com/k8s-master/k8s-master/pkg/pki"
 )
 
-// CA rotation (k8s-master certs rotate-ca) replaces the cluster CA and the
-// front-proxy CA while the cluster serves. The command records the
+// CA rotation (k8s-master certs rotate-ca) replaces the cluster, the
+// front-proxy and the etcd CA while the cluster serves. The command records the
 // rotation in etcd and moves it through pki.Phases; every master's
 // caRotator converges its files to the recorded phase and reports it, and
 // the command moves on only once every registered master has. All state
@@ -46,7 +47,15 @@ import (
 //	drop     the old CAs leave every bundle; checked: the local apiserver
 //	         refuses a client certificate of the old CA
 //
-// The etcd CA is not rotated: see README (Certificates).
+//
+// The etcd CA follows the same phases: its bundle changes in phases trust
+// and drop, and etcd loads a bundle only when its member starts, so each
+// master then restarts its member in place, one at a time
+// (reloadEtcdTrust). The members' certificates move to the new etcd CA in
+// phase serve, the apiserver-etcd client certificate in phase clients.
+// The apiserver reaches its member over a unix socket without TLS, and
+// the master's own etcd clients verify against the bundle of the moment,
+// so nothing else needs a restart.
 
 const (
 	caRotationKey     = "/k8s-master/ca-rotation/state"
@@ -65,11 +74,26 @@ const (
 	TestRotateStopAfterEnv = "K8S_MASTER_TEST_ROTATE_CA_STOP_AFTER"
 )
 
-// caKinds are the rotated CAs: the name in the record, the file stem and
-// the common name of a new one.
-var caKinds = []struct{ kind, name, cn string }{
-	{"cluster", pki.ClusterCA, "kubernetes"},
-	{"front-proxy", pki.FrontProxyCA, "front-proxy-ca"},
+// caKind is one rotated CA: the name in the record, its directory, the
+// file stem and the common name of a new one.
+type caKind struct {
+	kind string
+	etcd bool // under pki/etcd, else pki
+	name string
+	cn   string
+}
+
+func (k caKind) dir(c *config.Config) string {
+	if k.etcd {
+		return c.Layout().EtcdPKIDir()
+	}
+	return c.Layout().PKIDir()
+}
+
+var caKinds = []caKind{
+	{kind: "cluster", name: pki.ClusterCA, cn: "kubernetes"},
+	{kind: "front-proxy", name: pki.FrontProxyCA, cn: "front-proxy-ca"},
+	{kind: "etcd", etcd: true, name: pki.EtcdCA, cn: "etcd-ca"},
 }
 
 // caRotation is the record in etcd.
@@ -171,10 +195,10 @@ func readCAApplied(ctx context.Context, cli *clientv3.Client) (map[string]caAppl
 
 // newCARotation makes the record of a new rotation from this master's CAs.
 func newCARotation(c *config.Config, window time.Duration, now time.Time) (*caRotation, error) {
-	dir := c.Layout().PKIDir()
 	r := &caRotation{ID: randomID(), Phase: pki.PhaseTrust, WindowSeconds: window.Seconds(), Started: now,
 		Old: map[string]pki.CAFiles{}, New: map[string]pki.CAFiles{}}
 	for _, k := range caKinds {
+		dir := k.dir(c)
 		for _, stem := range []string{pki.NextName(k.name), pki.OldName(k.name)} {
 			if _, err := os.Stat(pki.CertPath(dir, stem)); err == nil {
 				return nil, fmt.Errorf("%s exists but no CA rotation is recorded in etcd: a rotation's files were left behind; move them away, then rerun", pki.CertPath(dir, stem))
@@ -221,7 +245,7 @@ func (a *Admin) RotateCA(ctx context.Context, window time.Duration, windowSet bo
 		if rev, err = saveCARotation(ctx, cli, r, 0); err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "CA rotation %s started: new cluster and front-proxy CAs; window %s\n", r.ID, window)
+		fmt.Fprintf(out, "CA rotation %s started: new cluster, front-proxy and etcd CAs; window %s\n", r.ID, window)
 	} else {
 		fmt.Fprintf(out, "CA rotation %s under way (phase %s): carrying on\n", r.ID, r.Phase)
 		if windowSet && window.Seconds() != r.WindowSeconds {
@@ -356,7 +380,7 @@ func (a *Admin) finishRotation(ctx context.Context, r *caRotation, out io.Writer
 	).Commit(); err != nil {
 		return fmt.Errorf("finish the CA rotation record (rerun k8s-master certs rotate-ca): %w", err)
 	}
-	fmt.Fprintf(out, "CA rotation %s done: the old cluster and front-proxy CAs are trusted nowhere; use the new admin kubeconfig (%s)\n", r.ID, a.Config.Layout().AdminKubeconfig())
+	fmt.Fprintf(out, "CA rotation %s done: the old cluster, front-proxy and etcd CAs are trusted nowhere; use the new admin kubeconfig (%s)\n", r.ID, a.Config.Layout().AdminKubeconfig())
 	return nil
 }
 
@@ -492,12 +516,15 @@ func (c *caRotator) step(ctx context.Context) error {
 }
 
 // apply converges this master's files to r's phase, then checks that the
-// apiserver acts on them.
+// apiserver and the etcd member act on them.
 func (c *caRotator) apply(ctx context.Context, r *caRotation) error {
 	cfg := c.m.cfg
-	dir := cfg.Layout().PKIDir()
 	cas := map[string][2]*pki.CA{}
 	for _, k := range caKinds {
+		if _, ok := r.Old[k.kind]; !ok {
+			// A rotation recorded by a version that did not rotate this kind.
+			continue
+		}
 		old, err := pki.ParseCAFiles(r.Old[k.kind])
 		if err != nil {
 			return fmt.Errorf("old %s CA in the rotation record: %w", k.kind, err)
@@ -522,7 +549,11 @@ func (c *caRotator) apply(ctx context.Context, r *caRotation) error {
 	// One writer of the leaves at a time: the renewer's lock.
 	c.renewer.mu.Lock()
 	for _, k := range caKinds {
-		if err := pki.ConvergeCA(dir, k.name, r.Phase, cas[k.kind][0], cas[k.kind][1]); err != nil {
+		pair, ok := cas[k.kind]
+		if !ok {
+			continue
+		}
+		if err := pki.ConvergeCA(k.dir(cfg), k.name, r.Phase, pair[0], pair[1]); err != nil {
 			c.renewer.mu.Unlock()
 			return err
 		}
@@ -538,6 +569,27 @@ func (c *caRotator) apply(ctx context.Context, r *caRotation) error {
 	if c.m.parts.workers != nil {
 		if err := publishClusterInfo(ctx, cfg, c.cli); err != nil {
 			return err
+		}
+	}
+	// etcd trusts a changed bundle only once restarted (phases trust and
+	// drop): each member in turn.
+	if etcdCAs, ok := cas["etcd"]; ok {
+		if err := c.m.reloadEtcdTrust(ctx, c.logf); err != nil {
+			return err
+		}
+		switch r.Phase {
+		case pki.PhaseTrust:
+			if err := c.await(ctx, "etcd accepts client certificates of the new etcd CA", func() error {
+				return probeEtcdClientCA(ctx, cfg, etcdCAs[1], true)
+			}); err != nil {
+				return err
+			}
+		case pki.PhaseDrop:
+			if err := c.await(ctx, "etcd refuses client certificates of the old etcd CA", func() error {
+				return probeEtcdClientCA(ctx, cfg, etcdCAs[0], false)
+			}); err != nil {
+				return err
+			}
 		}
 	}
 	cluster := cas["cluster"]
@@ -630,6 +682,44 @@ func probeServing(ctx context.Context, c *config.Config, ca *pki.CA) error {
 		return err
 	}
 	return conn.Close()
+}
+
+// probeEtcdClientCA asks the local etcd member's client port for /health
+// with a throwaway client certificate of ca and checks that the member
+// accepts it (want) or refuses it.
+func probeEtcdClientCA(ctx context.Context, c *config.Config, ca *pki.CA, want bool) error {
+	certPEM, keyPEM, err := ca.IssueLeaf(pki.LeafSpec{Name: "probe", CommonName: probeUser, Usage: pki.ClientAuth}, time.Now())
+	if err != nil {
+		return err
+	}
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return err
+	}
+	tlsCfg, err := etcd.ClientTLSConfig(c)
+	if err != nil {
+		return err
+	}
+	tlsCfg.GetClientCertificate = nil
+	tlsCfg.Certificates = []tls.Certificate{pair}
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true, TLSClientConfig: tlsCfg}}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.LocalEtcdURL()+"/health", nil)
+	if err != nil {
+		return err
+	}
+	resp, err := client.Do(req)
+	accepted := err == nil
+	if err == nil {
+		resp.Body.Close()
+		accepted = resp.StatusCode == http.StatusOK
+	}
+	if accepted != want {
+		if err != nil {
+			return fmt.Errorf("refused: %w", err)
+		}
+		return fmt.Errorf("answer %s", resp.Status)
+	}
+	return nil
 }
 
 func trustPool(c *config.Config) (*x509.CertPool, error) {

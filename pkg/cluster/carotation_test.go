@@ -58,12 +58,15 @@ func TestNewCARotation(t *testing.T) {
 		t.Errorf("record %+v", r)
 	}
 	dir := c.Layout().PKIDir()
+	if len(r.Old) != 3 || len(r.New) != 3 {
+		t.Errorf("the record holds %d old and %d new CAs, want cluster, front-proxy and etcd", len(r.Old), len(r.New))
+	}
 	for _, k := range caKinds {
 		old, err := pki.ParseCAFiles(r.Old[k.kind])
 		if err != nil {
 			t.Fatal(err)
 		}
-		cur, err := pki.LoadCA(dir, k.name)
+		cur, err := pki.LoadCA(k.dir(c), k.name)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -34,6 +34,11 @@ type etcdPart interface {
 	ClusterID() string
 	// HasLeader tells whether the member sees a raft leader now.
 	HasLeader() bool
+	// TrustStale tells whether the etcd trust bundle on disk differs
+	// from the one the member runs with; Reload restarts the member in
+	// place to load it.
+	TrustStale() bool
+	Reload(ctx context.Context) error
 }
 
 // apiPart is the local kube-apiserver.
@@ -164,6 +169,13 @@ func (e *etcdMember) Stop(ctx context.Context) error {
 
 func (e *etcdMember) ClusterID() string { return e.m.ClusterID() }
 func (e *etcdMember) HasLeader() bool   { return e.m != nil && e.m.HasLeader() }
+func (e *etcdMember) TrustStale() bool  { return e.m != nil && e.m.TrustStale() }
+func (e *etcdMember) Reload(ctx context.Context) error {
+	if e.m == nil {
+		return errors.New("the etcd member has not started")
+	}
+	return e.m.Reload(ctx)
+}
 
 // apiServer is kube-apiserver. Start builds it in the background (about a
 // second of work that overlaps etcd's start); Ready waits for the build

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,8 +21,15 @@ import (
 // writeSharedFiles stores the cluster's secrets: keys 0600, certificates
 // and the service-account public key 0644.
 func writeSharedFiles(dir string, files map[string][]byte) error {
-	for _, rel := range join.SharedFiles {
+	for _, rel := range append(append([]string{}, join.SharedFiles...), join.RotationFiles...) {
 		data, ok := files[rel]
+		if !ok && slices.Contains(join.RotationFiles, rel) {
+			// No CA rotation under way; a file left from one goes.
+			if err := os.Remove(filepath.Join(dir, rel)); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+			continue
+		}
 		if !ok {
 			return fmt.Errorf("the cluster did not send %s", rel)
 		}

@@ -92,6 +92,9 @@ type Master struct {
 	// cluster: the VIP is given up, and the etcd member's removal is the
 	// expected end rather than a failure.
 	leaving atomic.Bool
+	// etcdReloading is set while the local etcd member restarts to load a
+	// new trust bundle (CA rotation): the VIP moves away meanwhile.
+	etcdReloading atomic.Bool
 	// stopRequested is closed when the control socket asks for a stop.
 	stopRequested chan struct{}
 	stopOnce      sync.Once
@@ -324,8 +327,8 @@ func writeCredentials(c *config.Config, all bool) (int, error) {
 	// The trust bundles after the leaves: during a CA rotation each names
 	// every CA a leaf in use is signed by.
 	p := c.Layout().PKIDir()
-	for _, name := range []string{pki.ClusterCA, pki.FrontProxyCA} {
-		if err := pki.WriteBundle(p, name); err != nil {
+	for _, k := range caKinds {
+		if err := pki.WriteBundle(k.dir(c), k.name); err != nil {
 			return written, err
 		}
 	}

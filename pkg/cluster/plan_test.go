@@ -36,10 +36,12 @@ type fakePart struct {
 	componenttest.Fake
 }
 
-func (f *fakePart) ClusterID() string           { return "c0ffee" }
-func (f *fakePart) HasLeader() bool             { return true }
-func (f *fakePart) Served() <-chan struct{}     { return make(chan struct{}) }
-func (f *fakePart) Gate() *controlplane.VIPGate { return nil }
+func (f *fakePart) ClusterID() string            { return "c0ffee" }
+func (f *fakePart) HasLeader() bool              { return true }
+func (f *fakePart) TrustStale() bool             { return false }
+func (f *fakePart) Reload(context.Context) error { return nil }
+func (f *fakePart) Served() <-chan struct{}      { return make(chan struct{}) }
+func (f *fakePart) Gate() *controlplane.VIPGate  { return nil }
 func (f *fakePart) sure(t *testing.T, stops int) {
 	t.Helper()
 	if f.Stops() != stops {

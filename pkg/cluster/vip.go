@@ -90,6 +90,9 @@ func (v *vipElection) Start(context.Context) error {
 		if m.leaving.Load() {
 			return fmt.Errorf("%w: this master is leaving the cluster", vip.ErrStepDown)
 		}
+		if m.etcdReloading.Load() {
+			return fmt.Errorf("%w: the local etcd member restarts to load a new trust bundle", vip.ErrStepDown)
+		}
 		if !m.etcd.HasLeader() {
 			return errors.New("the local etcd member sees no leader")
 		}

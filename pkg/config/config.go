@@ -403,6 +403,12 @@ func (c *Config) LocalEtcdURL() string {
 	return "https://" + Host(c.loopback(), c.EtcdClientPort)
 }
 
+// LocalEtcdSocketURL is how the local apiserver reaches the local etcd
+// member: its unix socket in the data directory.
+func (c *Config) LocalEtcdSocketURL() string {
+	return "unix://" + c.Layout().EtcdSocket()
+}
+
 // loopback picks the loopback address of the advertise address's family so
 // that a single-stack IPv6 host works too.
 func (c *Config) loopback() string {

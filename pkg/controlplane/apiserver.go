@@ -45,15 +45,15 @@ type APIServer struct {
 // kubeadm master would pass, pointed at the data directory.
 func apiServerArgs(c *config.Config) []string {
 	l := c.Layout()
-	p, etcdDir := l.PKIDir(), l.EtcdPKIDir()
+	p := l.PKIDir()
 	args := []string{
 		"--advertise-address=" + c.AdvertiseAddress,
 		"--bind-address=" + c.BindAddress,
 		"--secure-port=" + strconv.Itoa(c.APIServerPort),
-		"--etcd-servers=" + c.LocalEtcdURL(),
-		"--etcd-cafile=" + pki.CertPath(etcdDir, pki.EtcdCA),
-		"--etcd-certfile=" + pki.CertPath(p, pki.APIServerEtcdClient),
-		"--etcd-keyfile=" + pki.KeyPath(p, pki.APIServerEtcdClient),
+		// The member's socket, plain: the storage client builds its trust
+		// pool once and could not follow an etcd CA rotation; and nothing
+		// outside this process (root only) reaches the socket.
+		"--etcd-servers=" + c.LocalEtcdSocketURL(),
 		"--client-ca-file=" + pki.BundlePath(p, pki.ClusterCA),
 		"--tls-cert-file=" + pki.CertPath(p, pki.APIServer),
 		"--tls-private-key-file=" + pki.KeyPath(p, pki.APIServer),

@@ -19,8 +19,8 @@ import (
 var initMarker = layout.Layout{}.InitMarker()
 
 // ownEntries are what a master writes at the top of the data directory:
-// init's entries and a crashed master's control socket.
-var ownEntries = append(layout.InitEntries(), layout.Layout{}.ControlSocket())
+// init's entries and a crashed master's control and etcd sockets.
+var ownEntries = append(layout.InitEntries(), layout.Layout{}.ControlSocket(), layout.Layout{}.EtcdSocket())
 
 // Contents describes what a data directory holds before init.
 type Contents struct {

@@ -2,7 +2,11 @@ package etcd
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
 	"fmt"
+	"os"
 	"regexp"
 	"sort"
 	"time"
@@ -11,12 +15,13 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/k8s-master/k8s-master/pkg/config"
+	"github.com/k8s-master/k8s-master/pkg/pki"
 )
 
 // NewClient connects to endpoints with this master's etcd client
 // certificate (the apiserver's).
 func NewClient(c *config.Config, endpoints ...string) (*clientv3.Client, error) {
-	tlsCfg, err := ClientTLS(c).ClientConfig()
+	tlsCfg, err := ClientTLSConfig(c)
 	if err != nil {
 		return nil, fmt.Errorf("etcd client certificate: %w", err)
 	}
@@ -29,6 +34,58 @@ func NewClient(c *config.Config, endpoints ...string) (*clientv3.Client, error) 
 		DialTimeout: 5 * time.Second,
 		Logger:      zap.NewNop(),
 	})
+}
+
+// ClientTLSConfig is the TLS configuration of this master's etcd clients.
+// It verifies each member against the etcd trust bundle as it is at that
+// handshake, not as it was when the client was made: the master's clients
+// live as long as the process, and a CA rotation changes the bundle (the
+// client certificate pair is reloaded per handshake already).
+func ClientTLSConfig(c *config.Config) (*tls.Config, error) {
+	info := ClientTLS(c)
+	cfg, err := info.ClientConfig()
+	if err != nil {
+		return nil, err
+	}
+	dir := c.Layout().EtcdPKIDir()
+	cfg.RootCAs = nil
+	// Verification is VerifyConnection's, below.
+	cfg.InsecureSkipVerify = true
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		return verifyMember(cs, pki.TrustFile(dir, pki.EtcdCA))
+	}
+	return cfg, nil
+}
+
+// verifyMember checks a member's certificate chain against the bundle in
+// trustFile. The name is checked when the client sent one (SNI); an
+// endpoint given by IP address sends none, and then any certificate of
+// the etcd CA passes: that CA signs only the masters' etcd certificates.
+func verifyMember(cs tls.ConnectionState, trustFile string) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("the etcd member presented no certificate")
+	}
+	data, err := os.ReadFile(trustFile)
+	if err != nil {
+		return fmt.Errorf("read the etcd trust bundle: %w", err)
+	}
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(data) {
+		return fmt.Errorf("%s holds no certificate", trustFile)
+	}
+	opts := x509.VerifyOptions{
+		Roots:         roots,
+		DNSName:       cs.ServerName,
+		Intermediates: x509.NewCertPool(),
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, ic := range cs.PeerCertificates[1:] {
+		opts.Intermediates.AddCert(ic)
+	}
+	if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
+		return fmt.Errorf("verify the etcd member against %s: %w", trustFile, err)
+	}
+	return nil
 }
 
 // MemberStatus is one member as seen from the cluster.

@@ -3,15 +3,20 @@ package etcd
 
 import (
 	"context"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"net/url"
+	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/pki"
@@ -62,7 +67,12 @@ type Member struct {
 	opts Options
 
 	mu   sync.Mutex
-	etcd *embed.Etcd // nil while WaitReady restarts it
+	etcd *embed.Etcd // nil while WaitReady or Reload restarts it
+	// trust is the trust bundle the running instance loaded: etcd builds
+	// its client and peer trust pools once, at start.
+	trust []byte
+	// endStreams, closed, ends the running instance's stream RPCs.
+	endStreams chan struct{}
 
 	errc     chan error
 	stopped  chan struct{}
@@ -89,11 +99,129 @@ func (m *Member) launch() (*embed.Etcd, error) {
 	if err != nil {
 		return nil, err
 	}
+	trust, err := os.ReadFile(cfg.PeerTLSInfo.TrustedCAFile)
+	if err != nil {
+		return nil, fmt.Errorf("etcd trust bundle: %w", err)
+	}
+	endStreams := make(chan struct{})
+	cfg.GRPCAdditionalServerOptions = append(cfg.GRPCAdditionalServerOptions, grpc.ChainStreamInterceptor(endStreamsOn(endStreams)))
 	e, err := embed.StartEtcd(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("start etcd: %w", err)
 	}
+	// Only this process (root) may use the socket without a certificate.
+	if err := os.Chmod(m.cfg.Layout().EtcdSocket(), 0o600); err != nil {
+		e.Close()
+		return nil, fmt.Errorf("restrict the etcd socket: %w", err)
+	}
+	m.mu.Lock()
+	m.trust = trust
+	m.endStreams = endStreams
+	m.mu.Unlock()
 	return e, nil
+}
+
+// endStreamsOn ends every stream RPC (watches, lease keep-alives) once
+// done is closed. Closing a member waits for its RPCs to end, up to etcd's
+// request timeout (6 s here) per listener, and a watch never ends on its
+// own; ended, the clients re-establish their streams when the member is
+// back.
+func endStreamsOn(done <-chan struct{}) grpc.StreamServerInterceptor {
+	return func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, cancel := context.WithCancel(ss.Context())
+		defer cancel()
+		go func() {
+			select {
+			case <-done:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		return handler(srv, &streamWithContext{ServerStream: ss, ctx: ctx})
+	}
+}
+
+type streamWithContext struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *streamWithContext) Context() context.Context { return s.ctx }
+
+// TrustStale tells whether the trust bundle on disk differs from the one
+// the running member loaded (a CA rotation changed it): only a restart of
+// the member (Reload) makes etcd use it.
+func (m *Member) TrustStale() bool {
+	data, err := os.ReadFile(pki.TrustFile(m.cfg.Layout().EtcdPKIDir(), pki.EtcdCA))
+	if err != nil {
+		return false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !sameCerts(data, m.trust)
+}
+
+// sameCerts tells whether two PEM bundles hold the same certificates, in
+// any order (a rotation rewrites the bundle in another order).
+func sameCerts(a, b []byte) bool {
+	set := func(data []byte) []string {
+		var out []string
+		for {
+			var block *pem.Block
+			block, data = pem.Decode(data)
+			if block == nil {
+				break
+			}
+			if block.Type == "CERTIFICATE" {
+				out = append(out, string(block.Bytes))
+			}
+		}
+		slices.Sort(out)
+		return slices.Compact(out)
+	}
+	return slices.Equal(set(a), set(b))
+}
+
+// Reload restarts the member in place on its data, gracefully (a leader
+// hands its leadership over first), so that it loads the trust bundle
+// anew. Clients of the local member wait meanwhile (etcd's client waits
+// for a connection rather than failing); the process's other parts go on.
+// The caller makes sure the cluster keeps its quorum without this member.
+func (m *Member) Reload(ctx context.Context) error {
+	m.mu.Lock()
+	old := m.etcd
+	m.etcd = nil
+	m.mu.Unlock()
+	if old == nil {
+		return errors.New("the etcd member is restarting already")
+	}
+	// Watches end first, so that Close does not wait them out; then
+	// Close hands leadership over and stops the server.
+	m.mu.Lock()
+	close(m.endStreams)
+	m.mu.Unlock()
+	old.Close()
+	e, err := m.launch()
+	if err != nil {
+		// The process cannot serve without its member: fail it.
+		select {
+		case m.errc <- fmt.Errorf("restart the etcd member to load the new trust bundle: %w", err):
+		default:
+		}
+		return fmt.Errorf("restart the etcd member: %w", err)
+	}
+	m.mu.Lock()
+	m.etcd = e
+	m.mu.Unlock()
+	go m.watch(e)
+	select {
+	case <-e.Server.ReadyNotify():
+		return nil
+	case err := <-e.Err():
+		return fmt.Errorf("the restarted etcd member failed: %w", err)
+	case <-ctx.Done():
+		return fmt.Errorf("the restarted etcd member is not ready: %w", ctx.Err())
+	}
 }
 
 // current is the running instance, nil during a restart.
@@ -242,6 +370,14 @@ func embedConfig(c *config.Config, o Options) (*embed.Config, error) {
 	if err != nil {
 		return nil, err
 	}
+	// sun_path holds 107 bytes and a NUL.
+	if sock := c.Layout().EtcdSocket(); len(sock) > 107 {
+		return nil, fmt.Errorf("the etcd socket path %s is longer than a unix socket allows (107 bytes): choose a shorter --data-dir", sock)
+	}
+	socket, err := url.Parse(c.LocalEtcdSocketURL())
+	if err != nil {
+		return nil, err
+	}
 	metrics, err := url.Parse("http://" + config.Host("127.0.0.1", c.EtcdMetricsPort))
 	if err != nil {
 		return nil, err
@@ -253,6 +389,7 @@ func embedConfig(c *config.Config, o Options) (*embed.Config, error) {
 	if localClient.Host != advClient.Host {
 		cfg.ListenClientUrls = append(cfg.ListenClientUrls, *localClient)
 	}
+	cfg.ListenClientUrls = append(cfg.ListenClientUrls, *socket)
 	cfg.ListenMetricsUrls = []url.URL{*metrics}
 	cfg.Metrics = "basic"
 
@@ -278,7 +415,8 @@ func embedConfig(c *config.Config, o Options) (*embed.Config, error) {
 
 	dir := c.Layout().EtcdPKIDir()
 	tls := transport.TLSInfo{
-		TrustedCAFile:  pki.CertPath(dir, pki.EtcdCA),
+		// The bundle: during a CA rotation, the old and the new etcd CA.
+		TrustedCAFile:  pki.TrustFile(dir, pki.EtcdCA),
 		ClientCertAuth: true,
 	}
 	cfg.ClientTLSInfo = tls
@@ -320,11 +458,12 @@ func (m *Member) Close() {
 	}
 }
 
-// ClientTLS returns the files a local client (the apiserver) presents.
+// ClientTLS returns the files this master's etcd clients present and
+// verify the members with.
 func ClientTLS(c *config.Config) transport.TLSInfo {
 	l := c.Layout()
 	return transport.TLSInfo{
-		TrustedCAFile: pki.CertPath(l.EtcdPKIDir(), pki.EtcdCA),
+		TrustedCAFile: pki.TrustFile(l.EtcdPKIDir(), pki.EtcdCA),
 		CertFile:      pki.CertPath(l.PKIDir(), pki.APIServerEtcdClient),
 		KeyFile:       pki.KeyPath(l.PKIDir(), pki.APIServerEtcdClient),
 	}

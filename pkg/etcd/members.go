@@ -31,7 +31,7 @@ type MemberInfo struct {
 // for the member list, with the apiserver's etcd client certificate.
 // ErrNotRunning when nothing answers within timeout.
 func LiveMembers(ctx context.Context, c *config.Config, timeout time.Duration) ([]MemberInfo, error) {
-	tlsCfg, err := ClientTLS(c).ClientConfig()
+	tlsCfg, err := ClientTLSConfig(c)
 	if err != nil {
 		return nil, fmt.Errorf("etcd client credentials in %s: %w", c.Layout().PKIDir(), err)
 	}

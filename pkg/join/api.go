@@ -117,6 +117,25 @@ func sharedFiles(l layout.Layout) []string {
 	}
 }
 
+// RotationFiles are the staged and retired CAs of a CA rotation under way
+// (pki.NextName, pki.OldName), relative to the data directory: sent when
+// they exist, so that a master joining mid-rotation trusts what the
+// others trust from its first start (its etcd member verifies its peers
+// with the etcd bundle they make), then converges to the recorded phase.
+var RotationFiles = rotationFiles(layout.Layout{})
+
+func rotationFiles(l layout.Layout) []string {
+	var out []string
+	for _, ca := range []struct{ dir, name string }{
+		{l.PKIDir(), pki.ClusterCA}, {l.PKIDir(), pki.FrontProxyCA}, {l.EtcdPKIDir(), pki.EtcdCA},
+	} {
+		for _, stem := range []string{pki.NextName(ca.name), pki.OldName(ca.name)} {
+			out = append(out, pki.CertPath(ca.dir, stem), pki.KeyPath(ca.dir, stem))
+		}
+	}
+	return out
+}
+
 // ErrorResponse is the body of every refusal.
 type ErrorResponse struct {
 	Error string `json:"error"`

@@ -276,6 +276,16 @@ func (s *Server) admit(ctx context.Context, req *Request) (*Response, int, int, 
 		}
 		files[rel] = data
 	}
+	for _, rel := range RotationFiles {
+		data, err := os.ReadFile(filepath.Join(s.cfg.DataDir, rel))
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, http.StatusInternalServerError, 0, fmt.Errorf("read %s: %w", rel, err)
+		}
+		files[rel] = data
+	}
 	return &Response{
 		ClusterID:      s.state.ClusterID,
 		CAPin:          s.state.CAPin,

@@ -26,6 +26,7 @@ const (
 	initMarker           = ".init-incomplete"
 	lockFile             = ".lock"
 	controlSocket        = "control.sock"
+	etcdSocket           = "etcd.sock"
 	logFile              = "k8s-master.log"
 	writeProbePrefix     = ".write-test-"
 )
@@ -96,6 +97,12 @@ func (l Layout) Lock() string { return l.path(lockFile) }
 // ControlSocket is where the running master listens for local commands.
 func (l Layout) ControlSocket() string { return l.path(controlSocket) }
 
+// EtcdSocket is where the local etcd member serves this process's
+// apiserver: plain gRPC on a socket only root reaches, so that the
+// apiserver's storage client holds no etcd CA (it could not reload one)
+// and pays no TLS.
+func (l Layout) EtcdSocket() string { return l.path(etcdSocket) }
+
 // Log is the default log file (--log-file).
 func (l Layout) Log() string { return l.path(logFile) }
 
@@ -115,10 +122,10 @@ func InitEntries() []string {
 }
 
 // IsRuntime tells entries that a master makes while it runs or starts (the
-// lock, the control socket, logs, write probes, a half-written state file)
+// lock, the control and etcd sockets, logs, write probes, a half-written state file)
 // from state: finding one says nothing about whether a cluster exists.
 func IsRuntime(name string) bool {
-	return name == lockFile || name == controlSocket || IsLog(name) ||
+	return name == lockFile || name == controlSocket || name == etcdSocket || IsLog(name) ||
 		strings.HasPrefix(name, writeProbePrefix) ||
 		strings.HasPrefix(name, "."+stateFile+".tmp") || strings.HasPrefix(name, "."+versionsFile+".tmp")
 }

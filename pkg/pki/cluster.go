@@ -97,6 +97,10 @@ type ClusterCAs struct {
 	// the apiserver's client certificate for kubelets): the old cluster
 	// CA while a CA rotation's window runs, else Cluster.
 	ClusterServing *CA
+	// EtcdServing signs the members' server and peer certificates: the
+	// old etcd CA until a rotation's phase serve, else Etcd. Only masters
+	// verify them, against the etcd bundle.
+	EtcdServing *CA
 }
 
 // LoadClusterCAs loads the three CAs from the data directory.
@@ -115,6 +119,9 @@ func LoadClusterCAs(c *config.Config) (*ClusterCAs, error) {
 	}
 	if cas.ClusterServing, err = LoadServingCA(dir, ClusterCA, cas.Cluster); err != nil {
 		return nil, fmt.Errorf("load the old cluster CA of the rotation under way (k8s-master certs rotate-ca): %w", err)
+	}
+	if cas.EtcdServing, err = LoadServingCA(c.Layout().EtcdPKIDir(), EtcdCA, cas.Etcd); err != nil {
+		return nil, fmt.Errorf("load the old etcd CA of the rotation under way (k8s-master certs rotate-ca): %w", err)
 	}
 	return &cas, nil
 }
@@ -184,8 +191,8 @@ func ensureLeaves(c *config.Config, cas *ClusterCAs, now time.Time, all bool) (i
 		{cas.ClusterServing, dir, LeafSpec{Name: APIServerKubeletClient, CommonName: "kube-apiserver-kubelet-client", Organization: []string{"system:masters"}, Usage: ClientAuth}},
 		{cas.Etcd, dir, LeafSpec{Name: APIServerEtcdClient, CommonName: "kube-apiserver-etcd-client", Usage: ClientAuth}},
 		{cas.FrontProxy, dir, LeafSpec{Name: FrontProxyClient, CommonName: "front-proxy-client", Usage: ClientAuth}},
-		{cas.Etcd, etcdDir, LeafSpec{Name: EtcdServer, CommonName: c.Name, DNSNames: etcdDNS, IPs: etcdIPs, Usage: ServerAuth | ClientAuth}},
-		{cas.Etcd, etcdDir, LeafSpec{Name: EtcdPeer, CommonName: c.Name, DNSNames: etcdDNS, IPs: etcdIPs, Usage: ServerAuth | ClientAuth}},
+		{cas.EtcdServing, etcdDir, LeafSpec{Name: EtcdServer, CommonName: c.Name, DNSNames: etcdDNS, IPs: etcdIPs, Usage: ServerAuth | ClientAuth}},
+		{cas.EtcdServing, etcdDir, LeafSpec{Name: EtcdPeer, CommonName: c.Name, DNSNames: etcdDNS, IPs: etcdIPs, Usage: ServerAuth | ClientAuth}},
 		{cas.Cluster, dir, LeafSpec{Name: ControllerManager, CommonName: "system:kube-controller-manager", Usage: ClientAuth}},
 		{cas.ClusterServing, dir, LeafSpec{Name: ControllerManagerTLS, CommonName: "kube-controller-manager", DNSNames: loopDNS, IPs: loopIPs, Usage: ServerAuth}},
 		{cas.Cluster, dir, LeafSpec{Name: Scheduler, CommonName: "system:kube-scheduler", Usage: ClientAuth}},
