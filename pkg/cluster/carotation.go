@@ -635,14 +635,19 @@ func (c *caRotator) await(ctx context.Context, what string, check func() error) 
 // and names system:anonymous when it did not.
 const probeUser = "k8s-master:ca-rotation-probe"
 
+// probePair is a throwaway client certificate of ca naming probeUser.
+func probePair(ca *pki.CA) (tls.Certificate, error) {
+	certPEM, keyPEM, err := ca.IssueLeaf(pki.LeafSpec{Name: "probe", CommonName: probeUser, Usage: pki.ClientAuth}, time.Now())
+	if err != nil {
+		return tls.Certificate{}, err
+	}
+	return tls.X509KeyPair(certPEM, keyPEM)
+}
+
 // probeClientCA asks the local apiserver with a throwaway client
 // certificate of ca and checks that it is accepted (want) or not.
 func probeClientCA(ctx context.Context, c *config.Config, ca *pki.CA, want bool) error {
-	certPEM, keyPEM, err := ca.IssueLeaf(pki.LeafSpec{Name: "probe", CommonName: probeUser, Usage: pki.ClientAuth}, time.Now())
-	if err != nil {
-		return err
-	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	pair, err := probePair(ca)
 	if err != nil {
 		return err
 	}
@@ -688,11 +693,7 @@ func probeServing(ctx context.Context, c *config.Config, ca *pki.CA) error {
 // with a throwaway client certificate of ca and checks that the member
 // accepts it (want) or refuses it.
 func probeEtcdClientCA(ctx context.Context, c *config.Config, ca *pki.CA, want bool) error {
-	certPEM, keyPEM, err := ca.IssueLeaf(pki.LeafSpec{Name: "probe", CommonName: probeUser, Usage: pki.ClientAuth}, time.Now())
-	if err != nil {
-		return err
-	}
-	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	pair, err := probePair(ca)
 	if err != nil {
 		return err
 	}
