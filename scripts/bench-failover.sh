@@ -128,7 +128,11 @@ for kind in $kinds; do
     [ -n "$pid" ] || { echo "no process for holder m$h" >&2; exit 1; }
     o=$(( h % 3 + 1 )) # another master, to ask who leads etcd
     if [ "$kind" = PARTLEAD ]; then
-      $lab run "$h" "$work/etcdlead" -data-dir "$work/m$h" -endpoints "$endpoints" -to "m$h"
+      # The holder hands the leadership on within 250 ms, sometimes before
+      # the old leader saw it lead: etcdlead then times out although the
+      # move happened. The leader at the cut is printed either way.
+      $lab run "$h" "$work/etcdlead" -data-dir "$work/m$h" -endpoints "$endpoints" -to "m$h" ||
+        echo "(etcdlead failed; the holder may have handed the leadership on already)" >&2
       sleep 2
     fi
     leader=$(etcd_leader "$o")
