@@ -191,15 +191,15 @@ func (m *Member) Reload(ctx context.Context) error {
 	m.mu.Lock()
 	old := m.etcd
 	m.etcd = nil
+	if old != nil {
+		// Watches end first, so that Close does not wait them out; then
+		// Close hands leadership over and stops the server.
+		close(m.endStreams)
+	}
 	m.mu.Unlock()
 	if old == nil {
 		return errors.New("the etcd member is restarting already")
 	}
-	// Watches end first, so that Close does not wait them out; then
-	// Close hands leadership over and stops the server.
-	m.mu.Lock()
-	close(m.endStreams)
-	m.mu.Unlock()
 	old.Close()
 	e, err := m.launch()
 	if err != nil {

@@ -84,7 +84,11 @@ func TestReloadTakesANewEtcdCA(t *testing.T) {
 		}
 		put(phase)
 	}
-	server, err := pki.ParseCert(mustReadFile(t, pki.CertPath(dir, pki.EtcdServer)))
+	serverPEM, err := os.ReadFile(pki.CertPath(dir, pki.EtcdServer))
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := pki.ParseCert(serverPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,13 +126,4 @@ func TestReloadTakesANewEtcdCA(t *testing.T) {
 			t.Errorf("client certificate of %s: accepted %v (%v), want %v", k.ca.Cert.Subject, got, err, k.want)
 		}
 	}
-}
-
-func mustReadFile(t *testing.T, path string) []byte {
-	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
 }
