@@ -8,8 +8,6 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/klog/v2"
 
 	"github.com/k8s-master/k8s-master/pkg/addons"
 	"github.com/k8s-master/k8s-master/pkg/component"
@@ -72,7 +70,9 @@ func (m *Master) addonStep() component.Step {
 		}
 		store := join.NewStore(m.etcdClient, nil)
 		gate := func(ctx context.Context) error { return sameKubernetes(ctx, store, s.KubernetesVersion) }
-		return r.Start(ctx, &addonManager{cs: cs, identity: m.cfg.Name, settings: s, gate: gate})
+		return r.Start(ctx, &leaseHolder{name: "add-on manager",
+			run:     func(ctx context.Context) error { return addons.Run(ctx, cs, m.cfg.Name, s, gate) },
+			failure: "the add-ons are not kept in step until the master restarts with valid settings"})
 	}}
 }
 
@@ -105,43 +105,6 @@ func otherKubernetes(masters []join.MasterInfo, want string) error {
 		return fmt.Errorf("the masters run different Kubernetes versions (%s, this one %s): the add-ons follow once every master runs %s", strings.Join(other, ", "), want, want)
 	}
 	return nil
-}
-
-// addonManager runs pkg/addons, leader-elected among the masters.
-type addonManager struct {
-	cs       kubernetes.Interface
-	identity string
-	settings addons.Settings
-	gate     func(context.Context) error
-	cancel   context.CancelFunc
-	done     chan struct{}
-}
-
-func (a *addonManager) Name() string { return "add-on manager" }
-
-func (a *addonManager) Start(context.Context) error {
-	ctx, cancel := context.WithCancel(context.Background())
-	a.cancel, a.done = cancel, make(chan struct{})
-	go func() {
-		defer close(a.done)
-		if err := addons.Run(ctx, a.cs, a.identity, a.settings, a.gate); err != nil {
-			klog.ErrorS(err, "add-on manager stopped; kube-proxy and CoreDNS are not kept in step until the master restarts with valid settings")
-		}
-	}()
-	return nil
-}
-
-// Stop releases the lease (the apiserver still serves) so another
-// master's manager takes over at once; as for the CSR approver, the wait
-// is short.
-func (a *addonManager) Stop(ctx context.Context) error {
-	if a.cancel == nil {
-		return nil
-	}
-	a.cancel()
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	defer cancel()
-	return await(ctx, a.done, "the add-on manager is still releasing its lease")
 }
 
 // addonStatus reads the add-ons through this master's apiserver and warns

@@ -17,6 +17,7 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/join"
 	"github.com/k8s-master/k8s-master/pkg/nodebootstrap"
 	"github.com/k8s-master/k8s-master/pkg/pki"
+	"github.com/k8s-master/k8s-master/pkg/rootca"
 	"github.com/k8s-master/k8s-master/pkg/version"
 )
 
@@ -87,7 +88,8 @@ func (m *Master) applyWorkerObjects(ctx context.Context) (string, error) {
 
 // workerSteps apply the objects for workers (after the join service has
 // registered this master, so that it counts as one) and start the
-// kubelet-serving CSR approver.
+// kubelet-serving CSR approver, the root CA publisher and the add-on
+// manager.
 func (m *Master) workerSteps() []component.Step {
 	return []component.Step{
 		{Name: "cluster-info and RBAC for workers", Do: func(ctx context.Context, r *component.Runner) error {
@@ -103,46 +105,62 @@ func (m *Master) workerSteps() []component.Step {
 			if err != nil {
 				return err
 			}
-			return r.Start(ctx, &csrApprover{cs: cs, identity: m.cfg.Name})
+			return r.Start(ctx, &leaseHolder{name: "kubelet serving CSR approver",
+				run:     func(ctx context.Context) error { return csrapprover.Run(ctx, cs, m.cfg.Name) },
+				failure: "kubelet serving certificates wait for a manual kubectl certificate approve"})
+		}},
+		{Do: func(ctx context.Context, r *component.Runner) error {
+			cs, err := localAdminClient(m.cfg)
+			if err != nil {
+				return err
+			}
+			p := m.cfg.Layout().PKIDir()
+			files := rootca.Files{Bundle: pki.BundlePath(p, pki.ClusterCA), SigningCA: pki.CertPath(p, pki.ClusterCA)}
+			return r.Start(ctx, &leaseHolder{name: "root CA publisher",
+				run:     func(ctx context.Context) error { return rootca.Run(ctx, cs, m.cfg.Name, files) },
+				failure: "kube-root-ca.crt ConfigMaps and the node agent do not follow the cluster CA until the master restarts"})
 		}},
 		m.addonStep(),
 	}
 }
 
-// csrApprover runs pkg/csrapprover, leader-elected among the masters.
-type csrApprover struct {
-	cs       kubernetes.Interface
-	identity string
-	cancel   context.CancelFunc
-	done     chan struct{}
+// leaseHolder is a part of the master that one master at a time runs:
+// run campaigns for a lease and works while it holds it, until its
+// context ends. failure says what stops working if run gives up.
+type leaseHolder struct {
+	name    string
+	run     func(ctx context.Context) error
+	failure string
+	cancel  context.CancelFunc
+	done    chan struct{}
 }
 
-func (a *csrApprover) Name() string { return "kubelet serving CSR approver" }
+func (a *leaseHolder) Name() string { return a.name }
 
-func (a *csrApprover) Start(context.Context) error {
+func (a *leaseHolder) Start(context.Context) error {
 	ctx, cancel := context.WithCancel(context.Background())
 	a.cancel, a.done = cancel, make(chan struct{})
 	go func() {
 		defer close(a.done)
-		if err := csrapprover.Run(ctx, a.cs, a.identity); err != nil {
-			klog.ErrorS(err, "kubelet serving CSR approver stopped; kubelet serving certificates wait for a manual kubectl certificate approve")
+		if err := a.run(ctx); err != nil {
+			klog.ErrorS(err, a.name+" stopped; "+a.failure)
 		}
 	}()
 	return nil
 }
 
 // Stop releases the lease (the apiserver still serves: components stop
-// in reverse order) so another master's approver takes over at once. The
-// wait is short: an apiserver without etcd quorum would hold the release
-// up, and the others take the lease over when it expires anyway.
-func (a *csrApprover) Stop(ctx context.Context) error {
+// in reverse order) so another master takes over at once. The wait is
+// short: an apiserver without etcd quorum would hold the release up, and
+// the others take the lease over when it expires anyway.
+func (a *leaseHolder) Stop(ctx context.Context) error {
 	if a.cancel == nil {
 		return nil
 	}
 	a.cancel()
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
-	return await(ctx, a.done, "the CSR approver is still releasing its lease")
+	return await(ctx, a.done, "the "+a.name+" is still releasing its lease")
 }
 
 // Worker tokens, for the admin commands.

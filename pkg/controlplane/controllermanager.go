@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/tools/cache"
 	kcmapp "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	kcmoptions "k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
+	kcmnames "k8s.io/kubernetes/cmd/kube-controller-manager/names"
 
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/pki"
@@ -37,7 +38,10 @@ func controllerManagerArgs(c *config.Config) []string {
 		"--service-account-private-key-file=" + p + "/" + pki.SAKey,
 		"--use-service-account-credentials=true",
 		"--leader-elect=true",
-		"--controllers=*,bootstrapsigner,tokencleaner",
+		// pkg/rootca publishes kube-root-ca.crt instead: upstream's
+		// publisher reads --root-ca-file once, so pods would miss a CA
+		// rotation until a master restarted.
+		"--controllers=*,bootstrapsigner,tokencleaner,-" + kcmnames.RootCACertificatePublisherController,
 		"--service-cluster-ip-range=" + c.ServiceCIDR,
 		"--cluster-name=kubernetes",
 		"--profiling=false",
