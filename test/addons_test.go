@@ -460,7 +460,7 @@ func TestAddonSettings(t *testing.T) {
 	p := freePorts(t)
 	for _, bad := range []struct{ flags, want []string }{
 		{[]string{"--cluster-dns", "10.0.0.10"}, []string{"cluster-dns 10.0.0.10", "outside", "service-cidr"}},
-		{[]string{"--disable-addon", "kube-dns"}, []string{"disable-addon", "kube-dns", "kube-proxy and coredns"}},
+		{[]string{"--disable-addon", "kube-dns"}, []string{"disable-addon", "kube-dns", "kube-proxy, coredns, node-agent"}},
 		{[]string{"--image-repository", "https://mirror.example"}, []string{"image-repository", "no scheme"}},
 	} {
 		_, stderr, code := runCLI(t, append(append([]string{"init", "--foreground", "--data-dir", dir}, p.flags()...), bad.flags...)...)
@@ -622,8 +622,11 @@ func TestAddonsBench(t *testing.T) {
 	pods := l.waitEchoPods(1, 3*time.Minute)
 	parts := w1.parts
 	var proxy, dns []float64
+	var kubelet2 *service
 	for round := 1; round <= *addonRounds; round++ {
 		if round > 1 {
+			// Its restarts must not outlive the host.
+			kubelet2.stop()
 			if out, err := l.cmd("wrm", "2").CombinedOutput(); err != nil {
 				t.Fatalf("wrm 2: %v %s", err, out)
 			}
@@ -638,7 +641,7 @@ func TestAddonsBench(t *testing.T) {
 		}
 		w2.startContainerd()
 		w2.writeBootstrapKubeconfig(token)
-		w2.startKubelet()
+		kubelet2 = w2.startKubelet()
 		eventually(t, 2*time.Minute, fmt.Sprintf("round %d: w2 Ready", round), func() error { return l.nodeReady("w2") })
 		ready := time.Now()
 		name := fmt.Sprintf("bench-%d", round)

@@ -4,15 +4,19 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/k8s-master/k8s-master/pkg/pki"
 )
@@ -35,16 +39,18 @@ func startCertLab(t *testing.T, hosts int) *certLab {
 		t.Skip("the certificate lab reads served certificates with openssl")
 	}
 	c := &certLab{lab: newLab(t, hosts), ms: map[int]*master{}, pids: map[int]int{}, load: buildTool(t, "steadyload")}
-	c.ms[1] = c.start(1, "init", vipInitFlags...)
+	// The lab's image repository: TestCertRotation runs a worker, whose
+	// add-on pods must find their images whichever master leads.
+	c.ms[1] = c.start(1, "init", append(slices.Clone(vipInitFlags), labAddonFlags...)...)
 	c.ms[1].waitReady(2 * time.Minute)
 	data, err := os.ReadFile(filepath.Join(c.dataDir(1), "token"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	token := strings.TrimSpace(string(data))
-	c.ms[2] = c.start(2, "join", "--token", token)
+	c.ms[2] = c.start(2, "join", append([]string{"--token", token}, labAddonFlags...)...)
 	c.ms[2].waitReady(4 * time.Minute)
-	c.ms[3] = c.start(3, "join", "--token", token)
+	c.ms[3] = c.start(3, "join", append([]string{"--token", token}, labAddonFlags...)...)
 	c.ms[3].waitReady(4 * time.Minute)
 	waitHealthy(t, c.lab, 1)
 	for i, m := range c.ms {
@@ -395,6 +401,108 @@ func (c *certLab) kubectlReady(kubeconfig string) error {
 	return nil
 }
 
+// rotationWorker is a worker that joined before a CA rotation, with a pod
+// that logs.
+type rotationWorker struct {
+	*worker
+	c           *certLab
+	kubelet     *service
+	containerID string
+}
+
+// kc runs kubectl with m1's admin kubeconfig of the moment.
+func (c *certLab) kc(args ...string) (string, error) {
+	out, err := c.kubectlWithConfig(c.kubeconfig(1), args...)
+	if err != nil {
+		return "", fmt.Errorf("kubectl %s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return out, nil
+}
+
+// joinRotationWorker joins w1 with kubeadm join and runs a pod on it; the
+// add-ons (kube-proxy, CoreDNS, the node agent) come up on it.
+func (c *certLab) joinRotationWorker(t *testing.T) *rotationWorker {
+	t.Helper()
+	w := c.addWorker(1, workerParts(t))
+	w.startContainerd()
+	line := strings.TrimSpace(c.mustRun(1, "token", "create", "--worker", "--description", "rotation", "--data-dir", c.dataDir(1)))
+	rw := &rotationWorker{worker: w, c: c, kubelet: w.kubeadmJoin(line)}
+	if _, err := c.kc("run", "logger", "--image", labBusybox, "--restart", "Always", "--command", "--", "sh", "-c", "while true; do echo tick; sleep 2; done"); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 4*time.Minute, "w1 Ready with its node agent and the logger pod running", func() error {
+		if out, err := c.kc("get", "node", "w1", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`); err != nil || out != "True" {
+			return fmt.Errorf("w1 Ready=%q %v", out, err)
+		}
+		if out, err := c.kc("-n", "kube-system", "get", "ds", "k8s-master-node-agent", "-o", "jsonpath={.status.numberReady}"); err != nil || out != "1" {
+			return fmt.Errorf("node agents ready: %q %v", out, err)
+		}
+		out, err := c.kc("get", "pod", "logger", "-o", "jsonpath={.status.containerStatuses[0].containerID}")
+		if err != nil || out == "" {
+			return fmt.Errorf("logger pod: %q %v", out, err)
+		}
+		rw.containerID = out
+		return nil
+	})
+	return rw
+}
+
+// checkAfterRotation: the node agent brought w1's kubelet onto the new
+// CA alone (kubeconfig, client CA file, client and serving certificates)
+// by restarting the kubelet, and the pod ran on untouched: the Node is
+// Ready, its logs come through (apiserver to kubelet with the new CA
+// both ways), kube-proxy stays ready and kube-root-ca.crt holds the new
+// CA.
+func (rw *rotationWorker) checkAfterRotation(t *testing.T, newCA []byte) {
+	t.Helper()
+	c := rw.c
+	eventually(t, 3*time.Minute, "w1's kubelet on the new CA alone", func() error {
+		kc, err := clientcmd.LoadFromFile(filepath.Join(rw.root(), "etc/kubernetes/kubelet.conf"))
+		if err != nil {
+			return err
+		}
+		for name, cl := range kc.Clusters {
+			if string(cl.CertificateAuthorityData) != string(newCA) {
+				return fmt.Errorf("kubelet.conf cluster %s does not trust the new CA alone", name)
+			}
+		}
+		if got := mustRead(t, filepath.Join(rw.root(), "etc/kubernetes/pki/ca.crt")); string(got) != string(newCA) {
+			return fmt.Errorf("the kubelet's client CA file is not the new CA alone")
+		}
+		for _, p := range []string{"kubelet-client", "kubelet-server"} {
+			if err := verifiedBy(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rw.currentCert(p).Raw}), newCA); err != nil {
+				return fmt.Errorf("%s-current.pem: %v", p, err)
+			}
+		}
+		return nil
+	})
+	starts := rw.kubelet.started()
+	t.Logf("w1's kubelet ran as PIDs %v (each later one a restart by the node agent)", starts)
+	if len(starts) < 2 {
+		t.Errorf("w1's kubelet was never restarted (PIDs %v), yet its kubeconfig changed", starts)
+	}
+	eventually(t, 2*time.Minute, "w1 Ready, kube-proxy ready, the logger's logs", func() error {
+		if out, err := c.kc("get", "node", "w1", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`); err != nil || out != "True" {
+			return fmt.Errorf("w1 Ready=%q %v", out, err)
+		}
+		if out, err := c.kc("-n", "kube-system", "get", "ds", "kube-proxy", "-o", "jsonpath={.status.numberReady}"); err != nil || out != "1" {
+			return fmt.Errorf("kube-proxy ready: %q %v", out, err)
+		}
+		out, err := c.kc("logs", "logger", "--since", "30s")
+		if err != nil || !strings.Contains(out, "tick") {
+			return fmt.Errorf("logs of the logger pod: %q %v", out, err)
+		}
+		return nil
+	})
+	if id, err := c.kc("get", "pod", "logger", "-o", "jsonpath={.status.containerStatuses[0].containerID} {.status.containerStatuses[0].restartCount}"); err != nil || id != rw.containerID+" 0" {
+		t.Errorf("the logger pod's container after the rotation: %q %v, want %s never restarted", id, err, rw.containerID)
+	}
+	out, err := c.kc("get", "configmap", "kube-root-ca.crt", "-o", `jsonpath={.data.ca\.crt}`)
+	if err != nil || strings.TrimSpace(out) != strings.TrimSpace(string(newCA)) {
+		t.Errorf("kube-root-ca.crt in default after the rotation is not the new CA alone (%v):\n%s", err, out)
+	}
+}
+
 // TestCertRotation takes 3 masters with a VIP through `certs rotate-ca`
 // while clients read and write through the VIP: one holding the admin
 // kubeconfig of before the rotation (until the window ends), one holding
@@ -411,6 +519,7 @@ func TestCertRotation(t *testing.T) {
 		t.Skip("kubectl is not installed; .ci/run installs it")
 	}
 	c := startCertLab(t, 4)
+	w := c.joinRotationWorker(t)
 	oldKC := filepath.Join(c.dir, "old-admin.kubeconfig")
 	if err := os.WriteFile(oldKC, mustRead(t, c.kubeconfig(1)), 0o600); err != nil {
 		t.Fatal(err)
@@ -442,7 +551,7 @@ func TestCertRotation(t *testing.T) {
 
 	// A master killed between phases, started again.
 	c.ms[3].stop(syscall.SIGKILL, 10*time.Second)
-	c.ms[3] = c.start(3, "start")
+	c.ms[3] = c.start(3, "start", labAddonFlags...)
 	c.ms[3].waitReady(3 * time.Minute)
 	waitHealthy(t, c.lab, 1)
 
@@ -467,7 +576,7 @@ func TestCertRotation(t *testing.T) {
 
 	// A master that joins during the window gets the CAs of the phase.
 	token := strings.TrimSpace(c.mustRun(1, "token", "create", "--data-dir", c.dataDir(1)))
-	c.ms[4] = c.start(4, "join", "--token", token)
+	c.ms[4] = c.start(4, "join", append([]string{"--token", token}, labAddonFlags...)...)
 	c.ms[4].waitReady(4 * time.Minute)
 	eventually(t, time.Minute, "m4 applies phase clients", func() error {
 		if p := c.caRotation(t, 4).CARotation.Masters["m4"]; p != "clients" {
@@ -609,10 +718,11 @@ func TestCertRotation(t *testing.T) {
 	if line := c.mustRun(1, "token", "create", "--worker", "--data-dir", c.dataDir(1)); !strings.Contains(line, "--discovery-token-ca-cert-hash "+newPin) {
 		t.Errorf("kubeadm join line after the rotation: %s, want the new CA's pin %s", line, newPin)
 	}
+	w.checkAfterRotation(t, newCA)
 	c.checkSamePIDs(t, 3, 4)
 	// A master restarted after the rotation starts on the new CAs.
 	c.ms[3].stop(syscall.SIGTERM, time.Minute)
-	c.ms[3] = c.start(3, "start")
+	c.ms[3] = c.start(3, "start", labAddonFlags...)
 	c.ms[3].waitReady(3 * time.Minute)
 	eventually(t, 2*time.Minute, "4 healthy voters after m3's restart", func() error {
 		s, err := vipStatus(c.lab, 3)

@@ -134,6 +134,117 @@ func (d *daemon) stop() {
 	}
 }
 
+// service is a long-running process on a worker that is started again
+// 1 s after it exits, as systemd's Restart=always does for kubeadm's
+// kubelet.service (the node agent restarts the kubelet by ending it).
+type service struct {
+	log  string
+	done chan struct{}
+
+	mu      sync.Mutex
+	cur     *exec.Cmd
+	pids    []int
+	stopped bool
+}
+
+func (w *worker) startService(name string, args ...string) *service {
+	t := w.l.t
+	t.Helper()
+	s := &service{log: filepath.Join(w.l.dir, fmt.Sprintf("%s-%s-%d.log", w.name(), name, time.Now().UnixNano())), done: make(chan struct{})}
+	f, err := os.Create(s.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := func() *exec.Cmd {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.stopped {
+			return nil
+		}
+		cmd := w.l.cmd(append([]string{"wrun", strconv.Itoa(w.i)}, args...)...)
+		cmd.Stdout, cmd.Stderr = f, f
+		if err := cmd.Start(); err != nil {
+			fmt.Fprintf(f, "\n[lab] start %s: %v\n", name, err)
+			return nil
+		}
+		s.cur, s.pids = cmd, append(s.pids, cmd.Process.Pid)
+		return cmd
+	}
+	if start() == nil {
+		t.Fatalf("start %s on %s: see %s", name, w.name(), s.log)
+	}
+	go func() {
+		defer close(s.done)
+		defer f.Close()
+		for cmd := s.cur; cmd != nil; cmd = start() {
+			err := cmd.Wait()
+			s.mu.Lock()
+			stopped := s.stopped
+			s.mu.Unlock()
+			if stopped {
+				return
+			}
+			fmt.Fprintf(f, "\n[lab] %s exited (%v); starting it again in 1 s\n", name, err)
+			time.Sleep(time.Second)
+		}
+	}()
+	t.Cleanup(func() {
+		s.stop()
+		if t.Failed() {
+			data, _ := os.ReadFile(s.log)
+			t.Logf("%s on %s, last lines of %s:\n%s", name, w.name(), s.log, tail(string(data), 30))
+		}
+	})
+	return s
+}
+
+// stop ends the process and its restarts.
+func (s *service) stop() {
+	s.mu.Lock()
+	s.stopped = true
+	if s.cur != nil {
+		s.cur.Process.Kill()
+	}
+	s.mu.Unlock()
+	<-s.done
+}
+
+// started is the PIDs of every start so far.
+func (s *service) started() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.pids)
+}
+
+var agentImage struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// nodeAgentImage is the node agent's image archive, made once per test
+// run from the binary under test with `node-agent image` (as a user
+// makes it for workers without a registry).
+func nodeAgentImage(t *testing.T) string {
+	t.Helper()
+	agentImage.once.Do(func() {
+		dir, err := os.MkdirTemp("", "k8s-master-agent-image-")
+		if err != nil {
+			agentImage.err = err
+			return
+		}
+		agentImage.path = filepath.Join(dir, "k8s-master.tar")
+		out, err := exec.Command(masterBin, "node-agent", "image", "-o", agentImage.path, "--image-repository", labRepository).CombinedOutput()
+		if err != nil {
+			agentImage.err = fmt.Errorf("node-agent image: %v\n%s", err, out)
+		}
+	})
+	if agentImage.err != nil {
+		t.Fatal(agentImage.err)
+	}
+	return agentImage.path
+}
+
 // startContainerd starts containerd and imports the lab's images into the
 // namespace the CRI plugin uses.
 func (w *worker) startContainerd() {
@@ -153,8 +264,12 @@ func (w *worker) startContainerd() {
 		}
 		return nil
 	})
+	imgs := []string{}
 	for _, img := range labImages(t, w.parts) {
-		if out, err := w.run("ctr", "-n", "k8s.io", "images", "import", "--platform", "linux/amd64", filepath.Join(w.parts, "images", img)); err != nil {
+		imgs = append(imgs, filepath.Join(w.parts, "images", img))
+	}
+	for _, img := range append(imgs, nodeAgentImage(t)) {
+		if out, err := w.run("ctr", "-n", "k8s.io", "images", "import", "--platform", "linux/amd64", img); err != nil {
 			t.Fatalf("import %s on %s: %v\n%s", img, w.name(), err, out)
 		}
 	}
@@ -202,8 +317,8 @@ func (w *worker) writeBootstrapKubeconfig(token string) {
 
 // startKubelet runs the kubelet with the lab's config and the bootstrap
 // kubeconfig (used until it has a client certificate of its own).
-func (w *worker) startKubelet() *daemon {
-	return w.start("kubelet", "kubelet", "--config=/var/lib/kubelet/config.yaml", "--kubeconfig=/etc/kubernetes/kubelet.conf",
+func (w *worker) startKubelet() *service {
+	return w.startService("kubelet", "kubelet", "--config=/var/lib/kubelet/config.yaml", "--kubeconfig=/etc/kubernetes/kubelet.conf",
 		"--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf", "--node-ip="+w.ip())
 }
 
@@ -225,7 +340,7 @@ var kubeadmJoinArgs = []string{"--cri-socket", "unix:///run/containerd/container
 // the lab starts the kubelet with the flags of kubeadm's drop-in
 // (10-kubeadm.conf) and of kubeadm-flags.env. It returns the kubelet once
 // kubeadm join has succeeded.
-func (w *worker) kubeadmJoin(line string) *daemon {
+func (w *worker) kubeadmJoin(line string) *service {
 	t := w.l.t
 	t.Helper()
 	args := append(strings.Fields(line), kubeadmJoinArgs...)
@@ -254,7 +369,7 @@ func (w *worker) kubeadmJoin(line string) *daemon {
 	// --node-ip is the lab's KUBELET_EXTRA_ARGS (/etc/default/kubelet for
 	// the drop-in): its hosts have no default route, from which a kubelet
 	// otherwise picks its node address.
-	k := w.start("kubelet", append(append([]string{"kubelet", "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
+	k := w.startService("kubelet", append(append([]string{"kubelet", "--bootstrap-kubeconfig=/etc/kubernetes/bootstrap-kubelet.conf",
 		"--kubeconfig=/etc/kubernetes/kubelet.conf", "--config=/var/lib/kubelet/config.yaml"}, flags...), "--node-ip="+w.ip())...)
 	select {
 	case <-join.done:
@@ -270,10 +385,13 @@ func (w *worker) kubeadmJoin(line string) *daemon {
 
 // clientCert is the client certificate the worker's kubelet uses now
 // (kubelet-client-current.pem links to the newest).
-func (w *worker) clientCert() *x509.Certificate {
+func (w *worker) clientCert() *x509.Certificate { return w.currentCert("kubelet-client") }
+
+// currentCert is the certificate PREFIX-current.pem links to.
+func (w *worker) currentCert(prefix string) *x509.Certificate {
 	t := w.l.t
 	t.Helper()
-	link := filepath.Join(w.root(), "var/lib/kubelet/pki/kubelet-client-current.pem")
+	link := filepath.Join(w.root(), "var/lib/kubelet/pki", prefix+"-current.pem")
 	target, err := os.Readlink(link)
 	if err != nil {
 		t.Fatalf("%s: %v", w.name(), err)
@@ -850,7 +968,7 @@ func TestWorkerJoinBench(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		var k *daemon
+		var k *service
 		begin := time.Now()
 		if useKubeadm {
 			// kubeadm's preflight wants no CA and no kubelet config yet.

@@ -62,7 +62,7 @@ func newRootCommand() *cobra.Command {
 	root.AddCommand(newInitCommand(&dataDir), newStartCommand(&dataDir), newVersionCommand())
 	addClusterCommands(root, &dataDir)
 	addConfigFlag(root)
-	root.AddCommand(newConfigCommand(), newResetCommand(&dataDir))
+	root.AddCommand(newConfigCommand(), newResetCommand(&dataDir), newNodeAgentCommand())
 	return root
 }
 
@@ -96,7 +96,7 @@ func nodeFlags(fs *pflag.FlagSet, c *config.Config) {
 	fs.IntVar(&c.SnapshotRetention, "snapshot-retention", c.SnapshotRetention, "scheduled snapshots of this master to keep; older ones are deleted")
 	fs.Var(&c.EtcdQuota, "etcd-quota-bytes", "etcd backend quota of this master's member (16Mi-8Gi): past it etcd refuses writes until space is freed, which the master then reclaims by itself")
 	fs.StringVar(&c.ImageRepository, "image-repository", c.ImageRepository, "registry (and path) the kube-proxy and CoreDNS images come from, e.g. a mirror for air-gapped hosts; give every master the same")
-	fs.StringSliceVar(&c.DisabledAddons, "disable-addon", c.DisabledAddons, "add-on not to run, kube-proxy or coredns (repeatable): for a cluster with another proxy or DNS; one applied before is deleted")
+	fs.StringSliceVar(&c.DisabledAddons, "disable-addon", c.DisabledAddons, "add-on not to run, kube-proxy, coredns or node-agent (repeatable): for a cluster with another proxy or DNS, or without the node agent; one applied before is deleted")
 	fs.StringVar(&c.ClusterDNS, "cluster-dns", c.ClusterDNS, "address of the cluster DNS Service, announced to kubelets (default: the 10th address of the service range, 10.96.0.10 by default)")
 	fs.StringVar(&c.LogFile, "log-file", c.LogFile, `where component logs go ("-" for standard error; default DATA_DIR/k8s-master.log)`)
 	fs.IntVarP(&c.LogVerbosity, "v", "v", c.LogVerbosity, "log verbosity (0-10)")

@@ -21,11 +21,14 @@ import (
 const (
 	KubeProxy = "kube-proxy"
 	CoreDNS   = "coredns"
+	// NodeAgent keeps stock kubelets in step with the cluster CAs
+	// (pkg/nodeagent).
+	NodeAgent = "node-agent"
 )
 
 // Names are the known add-ons in the order they are applied (kube-proxy
 // first: CoreDNS reaches the apiserver through the kubernetes Service).
-var Names = []string{KubeProxy, CoreDNS}
+var Names = []string{KubeProxy, CoreDNS, NodeAgent}
 
 // CoreDNSVersion is the CoreDNS image tag the cluster runs (the lab builds
 // this version: scripts/worker-parts.sh).
@@ -66,7 +69,10 @@ type Settings struct {
 	// KubernetesVersion is the control plane's ("v1.37.2"): kube-proxy's
 	// image tag.
 	KubernetesVersion string
-	ImageRepository   string
+	// Release is the masters' k8s-master release: the node agent's image
+	// tag.
+	Release         string
+	ImageRepository string
 	// APIServer is the URL kube-proxy reaches the apiserver at (the VIP
 	// when there is one): it cannot use the kubernetes Service, which
 	// only works once kube-proxy runs.
@@ -113,7 +119,7 @@ func CheckName(name string) error {
 	if slices.Contains(Names, name) {
 		return nil
 	}
-	return fmt.Errorf("unknown add-on %q; the add-ons are %s", name, strings.Join(Names, " and "))
+	return fmt.Errorf("unknown add-on %q; the add-ons are %s", name, strings.Join(Names, ", "))
 }
 
 // Hash identifies what the manager would apply: the objects of the

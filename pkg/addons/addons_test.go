@@ -17,7 +17,7 @@ import (
 
 func settings() Settings {
 	return Settings{
-		KubernetesVersion: "v1.37.2", APIServer: "https://10.0.0.50:6443",
+		KubernetesVersion: "v1.37.2", Release: "0.0.0~git4abe6b0", APIServer: "https://10.0.0.50:6443",
 		ServiceCIDR: "10.96.0.0/12", PodCIDR: "10.244.0.0/16", ClusterDomain: "cluster.local", ClusterDNS: "10.96.0.10",
 	}
 }
@@ -29,6 +29,9 @@ func TestImages(t *testing.T) {
 	}
 	if got, want := s.CoreDNSImage(), "registry.k8s.io/coredns/coredns:"+CoreDNSVersion; got != want {
 		t.Errorf("default CoreDNS image %s, want %s", got, want)
+	}
+	if got, want := s.NodeAgentImage(), "registry.k8s.io/k8s-master:0.0.0-git4abe6b0"; got != want {
+		t.Errorf("default node agent image %s, want %s", got, want)
 	}
 	s.ImageRepository = "mirror.example:5000/k8s/"
 	if got, want := s.KubeProxyImage(), "mirror.example:5000/k8s/kube-proxy:v1.37.2"; got != want {
@@ -109,7 +112,7 @@ func TestCheckName(t *testing.T) {
 	if err := CheckName("coredns"); err != nil {
 		t.Error(err)
 	}
-	if err := CheckName("kube-dns"); err == nil || !strings.Contains(err.Error(), "kube-proxy and coredns") {
+	if err := CheckName("kube-dns"); err == nil || !strings.Contains(err.Error(), "kube-proxy, coredns, node-agent") {
 		t.Errorf("unknown add-on: %v", err)
 	}
 }
@@ -231,8 +234,9 @@ func TestReconcile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st) != 2 || st[0].State != "running" || st[0].Kind != "DaemonSet" || st[1].State != "disabled" {
-		t.Errorf("statuses %+v, want kube-proxy running and coredns disabled", st)
+	if len(st) != 3 || st[0].State != "running" || st[0].Kind != "DaemonSet" || st[1].State != "disabled" ||
+		st[2].State != "running" || st[2].Kind != "DaemonSet" || st[2].Image != "mirror.example/k8s-master:0.0.0-git4abe6b0" {
+		t.Errorf("statuses %+v, want kube-proxy running, coredns disabled, the node agent running", st)
 	}
 }
 

@@ -43,6 +43,8 @@ func objectsOf(name string, s Settings) ([]object, error) {
 		return kubeProxyObjects(s)
 	case CoreDNS:
 		return coreDNSObjects(s)
+	case NodeAgent:
+		return nodeAgentObjects(s)
 	}
 	return nil, CheckName(name)
 }

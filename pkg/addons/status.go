@@ -46,10 +46,14 @@ func Statuses(ctx context.Context, cs kubernetes.Interface) ([]Status, error) {
 			st.State = "disabled"
 		}
 		switch name {
-		case KubeProxy:
-			ds, err := cs.AppsV1().DaemonSets(ns).Get(ctx, kubeProxyName, metav1.GetOptions{})
+		case KubeProxy, NodeAgent:
+			dsName := kubeProxyName
+			if name == NodeAgent {
+				dsName = nodeAgentName
+			}
+			ds, err := cs.AppsV1().DaemonSets(ns).Get(ctx, dsName, metav1.GetOptions{})
 			if err != nil && !apierrors.IsNotFound(err) {
-				return nil, fmt.Errorf("read DaemonSet kube-system/%s: %w", kubeProxyName, err)
+				return nil, fmt.Errorf("read DaemonSet kube-system/%s: %w", dsName, err)
 			}
 			if err == nil && ds.Labels[AddonLabel] == name {
 				st.State, st.Kind = "running", "DaemonSet"

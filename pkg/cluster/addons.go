@@ -48,6 +48,7 @@ func (m *Master) addonSettings() (addons.Settings, error) {
 	}
 	return addons.Settings{
 		KubernetesVersion: version.Local().Kubernetes,
+		Release:           version.Local().Release,
 		ImageRepository:   c.ImageRepository,
 		APIServer:         "https://" + m.workerEndpoint,
 		ServiceCIDR:       c.ServiceCIDR, PodCIDR: c.PodCIDR, ClusterDomain: c.ClusterDomain,

@@ -58,7 +58,7 @@ func TestValidate(t *testing.T) {
 		{"repository with scheme", func(c *Config) { c.ImageRepository = "https://mirror.example" }, []string{"image-repository", "no scheme"}},
 		{"repository empty", func(c *Config) { c.ImageRepository = "" }, []string{"image-repository"}},
 		{"add-ons disabled", func(c *Config) { c.DisabledAddons = []string{"kube-proxy", "coredns"} }, nil},
-		{"unknown add-on", func(c *Config) { c.DisabledAddons = []string{"kube-dns"} }, []string{"disable-addon", "kube-dns", "kube-proxy and coredns"}},
+		{"unknown add-on", func(c *Config) { c.DisabledAddons = []string{"kube-dns"} }, []string{"disable-addon", "kube-dns", "kube-proxy, coredns, node-agent"}},
 		{"cluster dns", func(c *Config) { c.ClusterDNS = "10.96.0.53" }, nil},
 		{"cluster dns outside", func(c *Config) { c.ClusterDNS = "10.0.0.10" }, []string{"cluster-dns 10.0.0.10", "outside", "service-cidr"}},
 		{"cluster dns not an IP", func(c *Config) { c.ClusterDNS = "dns" }, []string{"cluster-dns", "not an IP"}},

@@ -45,6 +45,8 @@ import (
 	"k8s.io/client-go/util/certificate/csr"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/yaml"
+
+	"github.com/k8s-master/k8s-master/pkg/ociimage"
 )
 
 // Config says where the agent finds the node's files.
@@ -537,4 +539,33 @@ func ImageTag(release string) string {
 		t = t[:128]
 	}
 	return t
+}
+
+// ImageName is the node agent's image in repository for a release.
+func ImageName(repository, release string) string {
+	return strings.TrimSuffix(repository, "/") + "/k8s-master:" + ImageTag(release)
+}
+
+// BinaryPath is where the k8s-master binary is in the node agent's image.
+const BinaryPath = "/usr/local/bin/k8s-master"
+
+// WriteImage writes the node agent's image, this very binary, as an OCI
+// archive to out (for `ctr -n k8s.io images import` on each node, or a
+// push to the cluster's registry) and returns its name.
+func WriteImage(out, repository, release string) (string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find this binary: %w", err)
+	}
+	bin, err := os.ReadFile(exe)
+	if err != nil {
+		return "", fmt.Errorf("read this binary: %w", err)
+	}
+	name := ImageName(repository, release)
+	img := ociimage.Image{Name: name, Entrypoint: []string{BinaryPath},
+		Files: []ociimage.File{{Path: BinaryPath, Data: bin}}}
+	if err := img.WriteFile(out); err != nil {
+		return "", err
+	}
+	return name, nil
 }
