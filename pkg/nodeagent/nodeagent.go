@@ -151,25 +151,25 @@ func Sync(ctx context.Context, c Config) (Result, error) {
 	if caFile, err := clientCAFile(c.host(c.KubeletConfig)); err != nil {
 		return r, err
 	} else if caFile != "" {
-		if _, err := writeIfChanged(c.host(caFile), bundle, 0o644); err != nil {
+		if _, err := writeIfOtherCerts(c.host(caFile), bundle, 0o644); err != nil {
 			return r, fmt.Errorf("write the kubelet's client CA file: %w", err)
 		}
 	}
 
 	// The kubelet's trust in the apiserver.
 	if cluster.CertificateAuthority != "" {
-		changed, err := writeIfChanged(c.host(cluster.CertificateAuthority), bundle, 0o644)
+		changed, err := writeIfOtherCerts(c.host(cluster.CertificateAuthority), bundle, 0o644)
 		if err != nil {
 			return r, fmt.Errorf("write the kubelet's CA file: %w", err)
 		}
 		r.Trust = changed
-	} else if !bytes.Equal(cluster.CertificateAuthorityData, bundle) {
+	} else if !sameCerts(cluster.CertificateAuthorityData, bundle) {
 		cluster.CertificateAuthorityData = bundle
 		data, err := clientcmd.Write(*kc)
 		if err != nil {
 			return r, fmt.Errorf("encode the kubelet's kubeconfig: %w", err)
 		}
-		if _, err := writeIfChanged(c.host(c.KubeletKubeconfig), data, 0o600); err != nil {
+		if err := writeAtomic(c.host(c.KubeletKubeconfig), data, 0o600); err != nil {
 			return r, fmt.Errorf("write the kubelet's kubeconfig: %w", err)
 		}
 		r.Trust = true
@@ -423,12 +423,33 @@ func splitPair(pair []byte) (certs, key []byte) {
 	return certs, key
 }
 
-// writeIfChanged writes data to path unless it holds it already.
-func writeIfChanged(path string, data []byte, mode os.FileMode) (bool, error) {
-	if cur, err := os.ReadFile(path); err == nil && bytes.Equal(cur, data) {
+// writeIfOtherCerts writes the bundle to path unless it holds the same
+// certificates already (in whatever order and layout): a kubelet is not
+// restarted for a reformatted file.
+func writeIfOtherCerts(path string, bundle []byte, mode os.FileMode) (bool, error) {
+	if cur, err := os.ReadFile(path); err == nil && sameCerts(cur, bundle) {
 		return false, nil
 	}
-	return true, writeAtomic(path, data, mode)
+	return true, writeAtomic(path, bundle, mode)
+}
+
+// sameCerts tells whether two PEM bundles hold the same certificates.
+func sameCerts(a, b []byte) bool {
+	ca, errA := parseCerts(a)
+	cb, errB := parseCerts(b)
+	if errA != nil || errB != nil || len(ca) != len(cb) {
+		return false
+	}
+	for _, x := range ca {
+		found := false
+		for _, y := range cb {
+			found = found || x.Equal(y)
+		}
+		if !found {
+			return false
+		}
+	}
+	return true
 }
 
 // writeAtomic replaces path whole: a kubelet starting meanwhile reads

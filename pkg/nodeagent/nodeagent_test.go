@@ -245,8 +245,10 @@ func TestSyncFollowsARotation(t *testing.T) {
 	if _, err := Sync(ctx, n.cfg); err == nil || !strings.Contains(err.Error(), "not published yet") {
 		t.Fatalf("Sync before publication: %v, want 'not published yet'", err)
 	}
-	// Steady state: nothing to do, no restart.
+	// Steady state: nothing to do, no restart, also when the kubelet's
+	// files hold the same CA laid out otherwise.
 	n.publish(oldCA.pem, oldCA.pem)
+	n.write("/etc/kubernetes/pki/ca.crt", append([]byte("# the cluster CA\n"), oldCA.pem...), 0o644)
 	mine, other := fakeKubelet(t)
 	if r, err := Sync(ctx, n.cfg); err != nil || r.changed() {
 		t.Fatalf("Sync in step: %+v, %v; want no change", r, err)
