@@ -15,9 +15,12 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/rootca"
 )
 
+// NodeAgentDaemonSet is the node agent's DaemonSet in kube-system.
+const NodeAgentDaemonSet = "k8s-master-node-agent"
+
 // The node agent's DaemonSet, and where its pods find the published CAs.
 const (
-	nodeAgentName  = "k8s-master-node-agent"
+	nodeAgentName  = NodeAgentDaemonSet
 	nodeAgentCADir = "/etc/k8s-master-ca"
 )
 

@@ -19,6 +19,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/k8s-master/k8s-master/pkg/addons"
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/etcd"
 	"github.com/k8s-master/k8s-master/pkg/join"
@@ -298,8 +299,8 @@ func (a *Admin) RotateCA(ctx context.Context, window time.Duration, windowSet bo
 }
 
 // warnWorkers says what the window is for when the cluster has worker
-// nodes: nothing of k8s-master runs on them to hand their kubelets the new
-// CA (docs/certificates.md).
+// nodes: the node agent moves their kubelets onto the new CA during it;
+// a node without a ready agent needs the operator (docs/certificates.md).
 func (a *Admin) warnWorkers(ctx context.Context, out io.Writer) {
 	cs, err := a.Kube()
 	if err != nil {
@@ -309,7 +310,15 @@ func (a *Admin) warnWorkers(ctx context.Context, out io.Writer) {
 	if err != nil || len(nodes.Items) == 0 {
 		return
 	}
-	fmt.Fprintf(out, "warning: %d worker node(s): a kubelet that joined before this rotation trusts only the old CA and holds a client certificate of it; before the window ends give each the CA bundle (cluster-info's certificate-authority-data) and a client certificate of the new CA, or rejoin it; see docs/certificates.md\n", len(nodes.Items))
+	ready := int32(0)
+	if ds, err := cs.AppsV1().DaemonSets(metav1.NamespaceSystem).Get(ctx, addons.NodeAgentDaemonSet, metav1.GetOptions{}); err == nil {
+		ready = ds.Status.NumberReady
+	}
+	if int(ready) >= len(nodes.Items) {
+		fmt.Fprintf(out, "workers: the node agent runs on all %d node(s) and moves their kubelets onto the new CA during the window (each kubelet restarts; pods stay)\n", len(nodes.Items))
+		return
+	}
+	fmt.Fprintf(out, "warning: %d worker node(s), the node agent ready on %d: a kubelet that joined before this rotation and has no agent trusts only the old CA and holds a client certificate of it; before the window ends load the agent's image on those nodes (k8s-master node-agent image), or give each the CA bundle and a client certificate of the new CA, or rejoin it; see docs/certificates.md\n", len(nodes.Items), ready)
 }
 
 // waitUntil sleeps until t, saying so.
