@@ -638,6 +638,9 @@ func TestCertRotation(t *testing.T) {
 	if !strings.Contains(out, "done: the old cluster, front-proxy and etcd CAs are trusted nowhere") {
 		t.Fatalf("the rotation did not finish")
 	}
+	if !strings.Contains(out, "the node agent runs on all 1 node(s)") {
+		t.Errorf("rotate-ca did not say that the node agent covers the worker")
+	}
 	time.Sleep(10 * time.Second) // the new client keeps going past the end
 	newLoad.stop()
 	ok, failed, first = newLoad.wait(t, time.Minute)
