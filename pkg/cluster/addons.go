@@ -124,7 +124,11 @@ func (a *Admin) addonStatus(ctx context.Context, warnings []string) ([]addons.St
 			}
 			for _, s := range st {
 				if s.State == "running" && s.Ready < s.Desired {
-					warnings = append(warnings, fmt.Sprintf("add-on %s: %d of %d replicas ready", s.Name, s.Ready, s.Desired))
+					w := fmt.Sprintf("add-on %s: %d of %d replicas ready", s.Name, s.Ready, s.Desired)
+					if s.Name == addons.NodeAgent {
+						w += fmt.Sprintf(" (without a registry, each node needs the image %s: k8s-master node-agent image)", s.Image)
+					}
+					warnings = append(warnings, w)
 				}
 			}
 			return st, warnings
