@@ -410,6 +410,41 @@ type rotationWorker struct {
 	containerID string
 }
 
+// probeLogs asks for the logger pod's last line every 5 s until stop
+// closes: the apiserver connects to the kubelet for it, so a kubelet
+// serving a certificate the apiserver does not trust yet (or the other
+// way round) fails it with a certificate error. A failure is retried
+// once after a second; the answer is the counts and the first
+// certificate error.
+func (rw *rotationWorker) probeLogs(stop <-chan struct{}) (done chan struct{}, ok, certFailed *int, first *string) {
+	done, ok, certFailed, first = make(chan struct{}), new(int), new(int), new(string)
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Second):
+			}
+			_, err := rw.c.kc("logs", "logger", "--tail", "1")
+			if err != nil {
+				time.Sleep(time.Second)
+				_, err = rw.c.kc("logs", "logger", "--tail", "1")
+			}
+			switch {
+			case err == nil:
+				*ok++
+			case strings.Contains(err.Error(), "x509") || strings.Contains(err.Error(), "certificate"):
+				*certFailed++
+				if *first == "" {
+					*first = time.Now().Format(clock) + " " + err.Error()
+				}
+			}
+		}
+	}()
+	return done, ok, certFailed, first
+}
+
 // kc runs kubectl with m1's admin kubeconfig of the moment.
 func (c *certLab) kc(args ...string) (string, error) {
 	out, err := c.kubectlWithConfig(c.kubeconfig(1), args...)
@@ -476,11 +511,15 @@ func (rw *rotationWorker) checkAfterRotation(t *testing.T, newCA []byte) {
 		}
 		return nil
 	})
-	starts := rw.kubelet.started()
-	t.Logf("w1's kubelet ran as PIDs %v (each later one a restart by the node agent)", starts)
-	if len(starts) < 2 {
-		t.Errorf("w1's kubelet was never restarted (PIDs %v), yet its kubeconfig changed", starts)
-	}
+	// Restarts: for trust and clients (one, when the agent sees both at
+	// once), serve (the serving certificate), drop (the kubeconfig).
+	eventually(t, time.Minute, "w1's kubelet restarted by the node agent at least 3 times", func() error {
+		if starts := rw.kubelet.started(); len(starts) < 4 {
+			return fmt.Errorf("kubelet PIDs %v", starts)
+		}
+		return nil
+	})
+	t.Logf("w1's kubelet ran as PIDs %v (each later one a restart by the node agent)", rw.kubelet.started())
 	eventually(t, 2*time.Minute, "w1 Ready, kube-proxy ready, the logger's logs", func() error {
 		if out, err := c.kc("get", "node", "w1", "-o", `jsonpath={.status.conditions[?(@.type=="Ready")].status}`); err != nil || out != "True" {
 			return fmt.Errorf("w1 Ready=%q %v", out, err)
@@ -520,6 +559,8 @@ func TestCertRotation(t *testing.T) {
 	}
 	c := startCertLab(t, 4)
 	w := c.joinRotationWorker(t)
+	stopProbe := make(chan struct{})
+	probeDone, logsOK, logsCertFailed, logsFirst := w.probeLogs(stopProbe)
 	oldKC := filepath.Join(c.dir, "old-admin.kubeconfig")
 	if err := os.WriteFile(oldKC, mustRead(t, c.kubeconfig(1)), 0o600); err != nil {
 		t.Fatal(err)
@@ -641,6 +682,9 @@ func TestCertRotation(t *testing.T) {
 	if !strings.Contains(out, "the node agent runs on all 1 node(s)") {
 		t.Errorf("rotate-ca did not say that the node agent covers the worker")
 	}
+	if !strings.Contains(out, "kubelets: all 1 Ready node(s) serve certificates the new CA verifies") {
+		t.Errorf("rotate-ca did not check the worker's kubelet before phase drop")
+	}
 	time.Sleep(10 * time.Second) // the new client keeps going past the end
 	newLoad.stop()
 	ok, failed, first = newLoad.wait(t, time.Minute)
@@ -720,6 +764,12 @@ func TestCertRotation(t *testing.T) {
 	}
 	if line := c.mustRun(1, "token", "create", "--worker", "--data-dir", c.dataDir(1)); !strings.Contains(line, "--discovery-token-ca-cert-hash "+newPin) {
 		t.Errorf("kubeadm join line after the rotation: %s, want the new CA's pin %s", line, newPin)
+	}
+	close(stopProbe)
+	<-probeDone
+	t.Logf("kubectl logs of the worker's pod every 5 s through the rotation: %d ok, %d failed on a certificate", *logsOK, *logsCertFailed)
+	if *logsCertFailed > 0 || *logsOK < 20 {
+		t.Errorf("kubectl logs through the rotation: %d ok, %d certificate failures (first: %s); want none failed", *logsOK, *logsCertFailed, *logsFirst)
 	}
 	w.checkAfterRotation(t, newCA)
 	c.checkSamePIDs(t, 3, 4)

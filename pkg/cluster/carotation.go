@@ -290,6 +290,15 @@ func (a *Admin) RotateCA(ctx context.Context, window time.Duration, windowSet bo
 				return err
 			}
 		}
+		if r.Phase == pki.PhaseServe {
+			cs, err := a.Kube()
+			if err != nil {
+				return err
+			}
+			if err := waitKubeletsServing(ctx, cs, r.Old["cluster"].Cert, r.New["cluster"].Cert, out); err != nil {
+				return err
+			}
+		}
 		r.Phase = nextPhase(r.Phase)
 		if rev, err = saveCARotation(ctx, cli, r, rev); err != nil {
 			return err

@@ -115,7 +115,8 @@ func (m *Master) workerSteps() []component.Step {
 				return err
 			}
 			p := m.cfg.Layout().PKIDir()
-			files := rootca.Files{Bundle: pki.BundlePath(p, pki.ClusterCA), SigningCA: pki.CertPath(p, pki.ClusterCA)}
+			files := rootca.Files{Bundle: pki.BundlePath(p, pki.ClusterCA), SigningCA: pki.CertPath(p, pki.ClusterCA),
+				ServingCert: pki.CertPath(p, pki.APIServer)}
 			return r.Start(ctx, &leaseHolder{name: "root CA publisher",
 				run:     func(ctx context.Context) error { return rootca.Run(ctx, cs, m.cfg.Name, files) },
 				failure: "kube-root-ca.crt ConfigMaps and the node agent do not follow the cluster CA until the master restarts"})

@@ -71,6 +71,7 @@ type Config struct {
 const (
 	bundleFile    = "ca-bundle.crt"
 	signingCAFile = "signing-ca.crt"
+	servingCAFile = "serving-ca.crt"
 )
 
 // Result says what a sync changed.
@@ -217,9 +218,16 @@ func Sync(ctx context.Context, c Config) (Result, error) {
 	}
 
 	// The serving certificate, when the kubelet has one of the cluster's
-	// (serverTLSBootstrap); a self-signed one is the kubelet's business.
+	// (serverTLSBootstrap; a self-signed one is the kubelet's business),
+	// once servers move to the new CA (phase serve): until then the
+	// apiserver's client for kubelets may not trust the new CA yet (it
+	// reloads its CA file every 5 minutes).
 	servingPath := filepath.Join(filepath.Dir(clientPath), "kubelet-server-current.pem")
-	if leaf, err := readLeaf(c.resolve(servingPath)); err == nil && !verifies(leaf, signing) && issuedByCluster(leaf, bundle) {
+	servingCA, err := os.ReadFile(filepath.Join(c.CADir, servingCAFile))
+	if err != nil || !sameCerts(servingCA, signing) {
+		servingCA = nil // an older master publishes none; or not phase serve yet
+	}
+	if leaf, err := readLeaf(c.resolve(servingPath)); err == nil && servingCA != nil && !verifies(leaf, servingCA) && issuedByCluster(leaf, bundle) {
 		cs, err := client()
 		if err != nil {
 			return r, err

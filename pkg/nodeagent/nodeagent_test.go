@@ -134,10 +134,11 @@ func (n *node) link(prefix string, pair []byte) {
 	}
 }
 
-func (n *node) publish(bundle, signing []byte) {
+func (n *node) publish(bundle, signing, serving []byte) {
 	n.t.Helper()
 	os.WriteFile(filepath.Join(n.cfg.CADir, bundleFile), bundle, 0o644)
 	os.WriteFile(filepath.Join(n.cfg.CADir, signingCAFile), signing, 0o644)
+	os.WriteFile(filepath.Join(n.cfg.CADir, servingCAFile), serving, 0o644)
 }
 
 // current reads the leaf behind the -current.pem link, resolving the
@@ -247,7 +248,7 @@ func TestSyncFollowsARotation(t *testing.T) {
 	}
 	// Steady state: nothing to do, no restart, also when the kubelet's
 	// files hold the same CA laid out otherwise.
-	n.publish(oldCA.pem, oldCA.pem)
+	n.publish(oldCA.pem, oldCA.pem, oldCA.pem)
 	n.write("/etc/kubernetes/pki/ca.crt", append([]byte("# the cluster CA\n"), oldCA.pem...), 0o644)
 	mine, other := fakeKubelet(t)
 	if r, err := Sync(ctx, n.cfg); err != nil || r.changed() {
@@ -256,7 +257,7 @@ func TestSyncFollowsARotation(t *testing.T) {
 
 	// trust
 	bundle := append(append([]byte{}, oldCA.pem...), newCA.pem...)
-	n.publish(bundle, oldCA.pem)
+	n.publish(bundle, oldCA.pem, oldCA.pem)
 	r, err := Sync(ctx, n.cfg)
 	if err != nil || !r.Trust || r.ClientCert || r.ServingCert || len(r.Restarted) != 1 || r.Restarted[0] != mine.Process.Pid {
 		t.Fatalf("phase trust: %+v, %v; want the trust changed and kubelet %d restarted", r, err, mine.Process.Pid)
@@ -277,20 +278,36 @@ func TestSyncFollowsARotation(t *testing.T) {
 		t.Fatalf("phase trust asked for certificates %v; the old CA still signs", asked)
 	}
 
-	// clients
+	// clients: a new client certificate; the serving one waits for
+	// phase serve.
 	mine, _ = fakeKubelet(t)
-	n.publish(bundle, newCA.pem)
+	n.publish(bundle, newCA.pem, oldCA.pem)
 	r, err = Sync(ctx, n.cfg)
-	if err != nil || r.Trust || !r.ClientCert || !r.ServingCert || len(r.Restarted) != 1 {
-		t.Fatalf("phase clients: %+v, %v; want new client and serving certificates and a restart", r, err)
+	if err != nil || r.Trust || !r.ClientCert || r.ServingCert || len(r.Restarted) != 1 {
+		t.Fatalf("phase clients: %+v, %v; want a new client certificate (only) and a restart", r, err)
 	}
-	for _, p := range []string{"kubelet-client", "kubelet-server"} {
-		if leaf := n.current(p); !verifies(leaf, newCA.pem) {
-			t.Fatalf("phase clients: %s-current.pem is issued by %q, want the new CA", p, leaf.Issuer.CommonName)
-		}
+	if leaf := n.current("kubelet-client"); !verifies(leaf, newCA.pem) {
+		t.Fatalf("phase clients: kubelet-client-current.pem is issued by %q, want the new CA", leaf.Issuer.CommonName)
+	}
+	if leaf := n.current("kubelet-server"); !verifies(leaf, oldCA.pem) {
+		t.Fatalf("phase clients: the serving certificate moved before phase serve")
 	}
 	if !exited(mine) {
 		t.Fatal("phase clients: the kubelet was not signalled")
+	}
+
+	// serve
+	mine, _ = fakeKubelet(t)
+	n.publish(bundle, newCA.pem, newCA.pem)
+	r, err = Sync(ctx, n.cfg)
+	if err != nil || r.Trust || r.ClientCert || !r.ServingCert || len(r.Restarted) != 1 {
+		t.Fatalf("phase serve: %+v, %v; want a new serving certificate and a restart", r, err)
+	}
+	if leaf := n.current("kubelet-server"); !verifies(leaf, newCA.pem) {
+		t.Fatalf("phase serve: kubelet-server-current.pem is issued by %q, want the new CA", leaf.Issuer.CommonName)
+	}
+	if !exited(mine) {
+		t.Fatal("phase serve: the kubelet was not signalled")
 	}
 	// Again: in step, nothing asked, no restart.
 	asked = nil
@@ -300,7 +317,7 @@ func TestSyncFollowsARotation(t *testing.T) {
 
 	// drop
 	mine, _ = fakeKubelet(t)
-	n.publish(newCA.pem, newCA.pem)
+	n.publish(newCA.pem, newCA.pem, newCA.pem)
 	if r, err := Sync(ctx, n.cfg); err != nil || !r.Trust || r.ClientCert || len(r.Restarted) != 1 {
 		t.Fatalf("phase drop: %+v, %v", r, err)
 	}
@@ -323,7 +340,7 @@ func TestBadPublicationChangesNothing(t *testing.T) {
 		"signing CA not in it":  {oldCA.pem, newCA.pem},
 		"empty signing CA file": {oldCA.pem, nil},
 	} {
-		n.publish(pub[0], pub[1])
+		n.publish(pub[0], pub[1], pub[1])
 		if _, err := Sync(context.Background(), n.cfg); err == nil {
 			t.Errorf("%s: no error", name)
 		}

@@ -16,6 +16,8 @@ package rootca
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"time"
@@ -36,12 +38,17 @@ const LeaseName = "k8s-master-root-ca-publisher"
 
 // CAConfigMap in kube-system holds what the node agent writes onto
 // workers: BundleKey, the CAs that verify the apiserver and sign client
-// certificates (the trust bundle), and SigningCAKey, the CA the
-// controller-manager signs kubelet certificates with now.
+// certificates (the trust bundle); SigningCAKey, the CA the
+// controller-manager signs kubelet certificates with now; ServingCAKey,
+// the CA servers' certificates come from now (the one that signed the
+// apiserver's): during a rotation's window still the old one, since
+// clients such as the apiserver's kubelet client reload a CA file only
+// every 5 minutes, and the new one from phase serve on.
 const (
 	CAConfigMap  = "k8s-master-ca"
 	BundleKey    = "ca-bundle.crt"
 	SigningCAKey = "signing-ca.crt"
+	ServingCAKey = "serving-ca.crt"
 )
 
 // FieldManager owns what the publisher applies to CAConfigMap.
@@ -59,19 +66,63 @@ type Files struct {
 	// SigningCA is the CA certificate the controller-manager signs with
 	// (pki/ca.crt).
 	SigningCA string
+	// ServingCert is the apiserver's serving certificate: the CA of the
+	// bundle that signed it is the serving CA.
+	ServingCert string
 }
 
-func (f Files) read() (bundle, signing []byte, err error) {
-	if bundle, err = os.ReadFile(f.Bundle); err != nil {
-		return nil, nil, fmt.Errorf("read the CA bundle: %w", err)
+// published is what CAConfigMap holds.
+type published struct {
+	bundle, signing, serving []byte
+}
+
+func (p published) equal(o published) bool {
+	return bytes.Equal(p.bundle, o.bundle) && bytes.Equal(p.signing, o.signing) && bytes.Equal(p.serving, o.serving)
+}
+
+func (f Files) read() (published, error) {
+	var p published
+	var err error
+	if p.bundle, err = os.ReadFile(f.Bundle); err != nil {
+		return p, fmt.Errorf("read the CA bundle: %w", err)
 	}
-	if signing, err = os.ReadFile(f.SigningCA); err != nil {
-		return nil, nil, fmt.Errorf("read the signing CA: %w", err)
+	if p.signing, err = os.ReadFile(f.SigningCA); err != nil {
+		return p, fmt.Errorf("read the signing CA: %w", err)
 	}
-	if len(bytes.TrimSpace(bundle)) == 0 || len(bytes.TrimSpace(signing)) == 0 {
-		return nil, nil, fmt.Errorf("%s or %s is empty", f.Bundle, f.SigningCA)
+	if len(bytes.TrimSpace(p.bundle)) == 0 || len(bytes.TrimSpace(p.signing)) == 0 {
+		return p, fmt.Errorf("%s or %s is empty", f.Bundle, f.SigningCA)
 	}
-	return bundle, signing, nil
+	leafPEM, err := os.ReadFile(f.ServingCert)
+	if err != nil {
+		return p, fmt.Errorf("read the apiserver's certificate: %w", err)
+	}
+	if p.serving, err = issuerIn(leafPEM, p.bundle); err != nil {
+		return p, fmt.Errorf("the apiserver's certificate %s: %w", f.ServingCert, err)
+	}
+	return p, nil
+}
+
+// issuerIn returns, PEM, the certificate of bundle that signed the first
+// certificate of leafPEM.
+func issuerIn(leafPEM, bundle []byte) ([]byte, error) {
+	b, _ := pem.Decode(leafPEM)
+	if b == nil {
+		return nil, fmt.Errorf("no certificate in it")
+	}
+	leaf, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return nil, err
+	}
+	for c, rest := pem.Decode(bundle); c != nil; c, rest = pem.Decode(rest) {
+		ca, err := x509.ParseCertificate(c.Bytes)
+		if err != nil {
+			continue
+		}
+		if leaf.CheckSignatureFrom(ca) == nil {
+			return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Bytes}), nil
+		}
+	}
+	return nil, fmt.Errorf("signed by no CA of the bundle")
 }
 
 // Run campaigns for the lease and, while it holds it, publishes the
@@ -94,8 +145,8 @@ type publisher struct {
 	stop   context.CancelFunc
 	done   chan struct{}
 
-	appliedBundle, appliedSigning []byte
-	appliedAt                     time.Time
+	applied   published
+	appliedAt time.Time
 }
 
 // publish syncs every pollPeriod until ctx ends, then stops the
@@ -124,10 +175,11 @@ func publish(ctx context.Context, cs kubernetes.Interface, f Files) {
 // sync reads the files, runs the controller for the bundle read and
 // applies CAConfigMap when it differs from what was applied.
 func (p *publisher) sync(ctx context.Context) error {
-	bundle, signing, err := p.files.read()
+	pub, err := p.files.read()
 	if err != nil {
 		return err
 	}
+	bundle := pub.bundle
 	if p.done == nil || !bytes.Equal(bundle, p.bundle) {
 		p.stopController()
 		cctx, cancel := context.WithCancel(ctx)
@@ -140,13 +192,13 @@ func (p *publisher) sync(ctx context.Context) error {
 		klog.InfoS("publishing the cluster CA bundle to every namespace's kube-root-ca.crt",
 			"certificates", bytes.Count(bundle, []byte("BEGIN CERTIFICATE")))
 	}
-	if bytes.Equal(bundle, p.appliedBundle) && bytes.Equal(signing, p.appliedSigning) && time.Since(p.appliedAt) < reapplyPeriod {
+	if pub.equal(p.applied) && time.Since(p.appliedAt) < reapplyPeriod {
 		return nil
 	}
-	if err := applyCAConfigMap(ctx, p.cs, bundle, signing); err != nil {
+	if err := applyCAConfigMap(ctx, p.cs, pub); err != nil {
 		return err
 	}
-	p.appliedBundle, p.appliedSigning, p.appliedAt = bundle, signing, time.Now()
+	p.applied, p.appliedAt = pub, time.Now()
 	return nil
 }
 
@@ -183,12 +235,11 @@ func startPublisher(ctx context.Context, cs kubernetes.Interface, bundle []byte,
 	return nil
 }
 
-// applyCAConfigMap publishes the bundle and the signing CA for the node
-// agent.
-func applyCAConfigMap(ctx context.Context, cs kubernetes.Interface, bundle, signing []byte) error {
+// applyCAConfigMap publishes the CAs for the node agent.
+func applyCAConfigMap(ctx context.Context, cs kubernetes.Interface, pub published) error {
 	ac := corev1ac.ConfigMap(CAConfigMap, metav1.NamespaceSystem).
 		WithLabels(map[string]string{"app.kubernetes.io/managed-by": "k8s-master"}).
-		WithData(map[string]string{BundleKey: string(bundle), SigningCAKey: string(signing)})
+		WithData(map[string]string{BundleKey: string(pub.bundle), SigningCAKey: string(pub.signing), ServingCAKey: string(pub.serving)})
 	if _, err := cs.CoreV1().ConfigMaps(metav1.NamespaceSystem).Apply(ctx, ac, metav1.ApplyOptions{FieldManager: FieldManager, Force: true}); err != nil {
 		return fmt.Errorf("publish ConfigMap kube-system/%s: %w", CAConfigMap, err)
 	}

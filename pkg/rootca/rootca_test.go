@@ -2,8 +2,16 @@ package rootca
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -12,10 +20,31 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 )
 
-const (
-	oldCA = "-----BEGIN CERTIFICATE-----\nold\n-----END CERTIFICATE-----\n"
-	newCA = "-----BEGIN CERTIFICATE-----\nnew\n-----END CERTIFICATE-----\n"
-)
+// newCA returns a CA certificate (PEM) and a function that issues an
+// apiserver serving certificate from it.
+func newCA(t *testing.T, name string) (string, func() string) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(der)
+	issue := func() string {
+		lkey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		leaf := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "kube-apiserver"},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+		d, err := x509.CreateCertificate(rand.Reader, leaf, ca, lkey.Public(), key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: d}))
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), issue
+}
 
 // eventually polls check until it returns nil or 10 s pass.
 func eventually(t *testing.T, what string, check func() error) {
@@ -43,8 +72,10 @@ func (m mismatch) Error() string { return "got " + m.got + ", want " + m.want }
 // kube-root-ca.crt is put back.
 func TestPublishFollowsTheBundle(t *testing.T) {
 	pollPeriod = 20 * time.Millisecond
+	oldCA, oldLeaf := newCA(t, "old")
+	newCA, newLeaf := newCA(t, "new")
 	dir := t.TempDir()
-	f := Files{Bundle: filepath.Join(dir, "ca-bundle.crt"), SigningCA: filepath.Join(dir, "ca.crt")}
+	f := Files{Bundle: filepath.Join(dir, "ca-bundle.crt"), SigningCA: filepath.Join(dir, "ca.crt"), ServingCert: filepath.Join(dir, "apiserver.crt")}
 	write := func(path, data string) {
 		if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
 			t.Fatal(err)
@@ -52,6 +83,7 @@ func TestPublishFollowsTheBundle(t *testing.T) {
 	}
 	write(f.Bundle, oldCA)
 	write(f.SigningCA, oldCA)
+	write(f.ServingCert, oldLeaf())
 	cs := fake.NewClientset(
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "kube-system"}},
 		&corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "apps"}},
@@ -76,7 +108,7 @@ func TestPublishFollowsTheBundle(t *testing.T) {
 			return nil
 		}
 	}
-	agentCM := func(bundle, signing string) func() error {
+	agentCM := func(bundle, signing, serving string) func() error {
 		return func() error {
 			cm, err := cs.CoreV1().ConfigMaps("kube-system").Get(ctx, CAConfigMap, metav1.GetOptions{})
 			if err != nil {
@@ -88,18 +120,21 @@ func TestPublishFollowsTheBundle(t *testing.T) {
 			if cm.Data[SigningCAKey] != signing {
 				return mismatch{cm.Data[SigningCAKey], signing}
 			}
+			if cm.Data[ServingCAKey] != serving {
+				return mismatch{cm.Data[ServingCAKey], serving}
+			}
 			return nil
 		}
 	}
 	eventually(t, "kube-system's kube-root-ca.crt holds the old CA", rootCA("kube-system", oldCA))
 	eventually(t, "apps' stale kube-root-ca.crt takes the old CA", rootCA("apps", oldCA))
-	eventually(t, "the node agent's ConfigMap holds the old CA", agentCM(oldCA, oldCA))
+	eventually(t, "the node agent's ConfigMap holds the old CA", agentCM(oldCA, oldCA, oldCA))
 
 	// Phase trust: both CAs.
 	write(f.Bundle, oldCA+newCA)
 	eventually(t, "kube-system's kube-root-ca.crt takes the bundle", rootCA("kube-system", oldCA+newCA))
 	eventually(t, "apps' kube-root-ca.crt takes the bundle", rootCA("apps", oldCA+newCA))
-	eventually(t, "the node agent's ConfigMap takes the bundle", agentCM(oldCA+newCA, oldCA))
+	eventually(t, "the node agent's ConfigMap takes the bundle", agentCM(oldCA+newCA, oldCA, oldCA))
 
 	// A namespace made now gets the bundle; an edit is put back.
 	if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: "late"}}, metav1.CreateOptions{}); err != nil {
@@ -116,27 +151,40 @@ func TestPublishFollowsTheBundle(t *testing.T) {
 	}
 	eventually(t, "an edited kube-root-ca.crt is put back", rootCA("apps", oldCA+newCA))
 
-	// Phase clients, then drop.
+	// Phase clients, serve, then drop.
 	write(f.SigningCA, newCA)
-	eventually(t, "the node agent's ConfigMap takes the new signing CA", agentCM(oldCA+newCA, newCA))
+	eventually(t, "the node agent's ConfigMap takes the new signing CA", agentCM(oldCA+newCA, newCA, oldCA))
+	write(f.ServingCert, newLeaf())
+	eventually(t, "the node agent's ConfigMap takes the new serving CA", agentCM(oldCA+newCA, newCA, newCA))
 	write(f.Bundle, newCA)
 	for _, ns := range []string{"kube-system", "apps", "late"} {
 		eventually(t, ns+"'s kube-root-ca.crt holds the new CA alone", rootCA(ns, newCA))
 	}
-	eventually(t, "the node agent's ConfigMap holds the new CA alone", agentCM(newCA, newCA))
+	eventually(t, "the node agent's ConfigMap holds the new CA alone", agentCM(newCA, newCA, newCA))
 }
 
 // TestUnreadableFilesPublishNothing: a missing or empty file is an error,
 // and nothing is written.
 func TestUnreadableFilesPublishNothing(t *testing.T) {
+	oldCA, oldLeaf := newCA(t, "old")
+	_, otherLeaf := newCA(t, "other")
 	dir := t.TempDir()
-	f := Files{Bundle: filepath.Join(dir, "ca-bundle.crt"), SigningCA: filepath.Join(dir, "ca.crt")}
-	if _, _, err := f.read(); err == nil {
+	f := Files{Bundle: filepath.Join(dir, "ca-bundle.crt"), SigningCA: filepath.Join(dir, "ca.crt"), ServingCert: filepath.Join(dir, "apiserver.crt")}
+	if _, err := f.read(); err == nil {
 		t.Fatal("read of missing files: no error")
 	}
-	os.WriteFile(f.Bundle, []byte("\n"), 0o644)
+	os.WriteFile(f.Bundle, []byte(oldCA), 0o644)
 	os.WriteFile(f.SigningCA, []byte(oldCA), 0o644)
-	if _, _, err := f.read(); err == nil {
+	os.WriteFile(f.ServingCert, []byte(otherLeaf()), 0o644)
+	if _, err := f.read(); err == nil || !strings.Contains(err.Error(), "signed by no CA of the bundle") {
+		t.Fatalf("read with an apiserver certificate of another CA: %v", err)
+	}
+	os.WriteFile(f.ServingCert, []byte(oldLeaf()), 0o644)
+	if _, err := f.read(); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(f.Bundle, []byte("\n"), 0o644)
+	if _, err := f.read(); err == nil {
 		t.Fatal("read of an empty bundle: no error")
 	}
 	cs := fake.NewClientset()
