@@ -11,8 +11,9 @@
 // k8s-master-ca, mounted) and, on the node:
 //   - writes the bundle into the kubelet's kubeconfig and into its
 //     client CA file (which the kubelet reloads by itself);
-//   - when the kubelet's client or serving certificate is not signed by
-//     the signing CA, asks for a new one with the kubelet's own identity
+//   - when the kubelet's client certificate is not signed by the signing
+//     CA, or its serving certificate not by the serving CA (the new one
+//     from phase serve on), asks for a new one with the kubelet's identity
 //     (the controller-manager approves a node's client renewal, the
 //     masters' CSR approver its serving certificate) and installs it the
 //     way the kubelet does (a timestamped file and the -current.pem link);
