@@ -515,6 +515,15 @@ func TestAddonSettings(t *testing.T) {
 		})
 	}
 	waitImage("DaemonSet", "kube-proxy", "mirror-a.example/k8s/kube-proxy:"+k8sVersion)
+	// The node agent's image is the binary's own release under the repository.
+	agentImage := func(repo string) string {
+		out, err := exec.Command(masterBin, "node-agent", "image", "-o", filepath.Join(t.TempDir(), "agent.tar"), "--image-repository", repo).Output()
+		if err != nil {
+			t.Fatalf("node-agent image: %v", err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	waitImage("DaemonSet", addons.NodeAgentDaemonSet, agentImage("mirror-a.example/k8s"))
 	noCoreDNS := func() error {
 		return coreDNSObjectsGone(ctx, cs)
 	}
@@ -537,6 +546,7 @@ func TestAddonSettings(t *testing.T) {
 	t.Run("a restart with another --image-repository rolls the add-ons to it", func(t *testing.T) {
 		waitImage("DaemonSet", "kube-proxy", "mirror-b.example/kube-proxy:"+k8sVersion)
 		waitImage("Deployment", "coredns", "mirror-b.example/coredns:"+addons.CoreDNSVersion)
+		waitImage("DaemonSet", addons.NodeAgentDaemonSet, agentImage("mirror-b.example"))
 		ds, err := cs.AppsV1().DaemonSets("kube-system").Get(ctx, "kube-proxy", metav1.GetOptions{})
 		if err != nil || ds.Labels["team"] != "net" {
 			t.Errorf("the user's label on the DaemonSet did not survive the re-apply: %v %v", ds.Labels, err)
@@ -556,10 +566,16 @@ func TestAddonSettings(t *testing.T) {
 	})
 	m.stop(syscall.SIGTERM, 30*time.Second)
 
-	m = startMaster(t, "start", dir, "--image-repository", "mirror-b.example", "--disable-addon", "coredns")
+	m = startMaster(t, "start", dir, "--image-repository", "mirror-b.example", "--disable-addon", "coredns", "--disable-addon", "node-agent")
 	m.waitReady(3 * time.Minute)
-	t.Run("disabling CoreDNS again deletes its objects", func(t *testing.T) {
+	t.Run("disabling CoreDNS again and the node agent deletes their objects", func(t *testing.T) {
 		eventually(t, time.Minute, "CoreDNS objects deleted", noCoreDNS)
+		eventually(t, time.Minute, "the node agent's DaemonSet deleted", func() error {
+			if _, err := image("DaemonSet", addons.NodeAgentDaemonSet); !apierrors.IsNotFound(err) {
+				return fmt.Errorf("DaemonSet %s: %v", addons.NodeAgentDaemonSet, err)
+			}
+			return nil
+		})
 		if _, err := image("DaemonSet", "kube-proxy"); err != nil {
 			t.Errorf("kube-proxy went too: %v", err)
 		}
