@@ -53,7 +53,7 @@ var (
 // identity names this master in the lease.
 //
 // gate (nil: none) says why the add-ons must not be applied now: while the
-// masters run different Kubernetes versions (a rolling upgrade), a
+// masters run different Kubernetes versions or releases (a rolling upgrade), a
 // kube-proxy of the new version could talk to an older apiserver, which
 // the version skew policy forbids, and a leader change would flip the
 // images back and forth. As kubeadm upgrades the add-ons once every

@@ -70,40 +70,47 @@ func (m *Master) addonStep() component.Step {
 			return err
 		}
 		store := join.NewStore(m.etcdClient, nil)
-		gate := func(ctx context.Context) error { return sameKubernetes(ctx, store, s.KubernetesVersion) }
+		want := version.Versions{Kubernetes: s.KubernetesVersion, Release: s.Release}
+		gate := func(ctx context.Context) error { return sameVersions(ctx, store, want) }
 		return r.Start(ctx, &leaseHolder{name: "add-on manager",
 			run:     func(ctx context.Context) error { return addons.Run(ctx, cs, m.cfg.Name, s, gate) },
 			failure: "the add-ons are not kept in step until the master restarts with valid settings"})
 	}}
 }
 
-// sameKubernetes says which masters run another Kubernetes version than
-// want, nil when none does.
-func sameKubernetes(ctx context.Context, store *join.Store, want string) error {
+// sameVersions says which masters run another Kubernetes version or
+// k8s-master release than want, nil when none does.
+func sameVersions(ctx context.Context, store *join.Store, want version.Versions) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	masters, err := store.Masters(ctx)
 	if err != nil {
 		return fmt.Errorf("cannot list the masters' versions: %w", err)
 	}
-	return otherKubernetes(masters, want)
+	return otherVersions(masters, want)
 }
 
-// otherKubernetes is sameKubernetes on the registered masters (one
+// otherVersions is sameVersions on the registered masters (one
 // registered by a release that recorded no versions runs version.Legacy).
-func otherKubernetes(masters []join.MasterInfo, want string) error {
+// The Kubernetes version names kube-proxy's image, the release the node
+// agent's: while they differ among the masters, a change of leader would
+// roll the add-ons back and forth.
+func otherVersions(masters []join.MasterInfo, want version.Versions) error {
 	var other []string
 	for _, m := range masters {
 		v := version.Legacy
 		if m.Versions != nil {
 			v = *m.Versions
 		}
-		if v.Kubernetes != want {
+		switch {
+		case v.Kubernetes != want.Kubernetes:
 			other = append(other, m.Name+" runs "+v.Kubernetes)
+		case v.Release != want.Release:
+			other = append(other, m.Name+" runs k8s-master "+v.Release)
 		}
 	}
 	if len(other) > 0 {
-		return fmt.Errorf("the masters run different Kubernetes versions (%s, this one %s): the add-ons follow once every master runs %s", strings.Join(other, ", "), want, want)
+		return fmt.Errorf("the masters run different versions (%s, this one %s, k8s-master %s): the add-ons follow once every master runs these", strings.Join(other, ", "), want.Kubernetes, want.Release)
 	}
 	return nil
 }

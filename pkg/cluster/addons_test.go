@@ -9,17 +9,20 @@ import (
 	"github.com/k8s-master/k8s-master/pkg/version"
 )
 
-func TestOtherKubernetes(t *testing.T) {
-	v := func(k string) *version.Versions {
-		return &version.Versions{Release: "v0.2.0", Kubernetes: k, Etcd: "v3.7.0"}
+func TestOtherVersions(t *testing.T) {
+	v := func(k, r string) *version.Versions {
+		return &version.Versions{Release: r, Kubernetes: k, Etcd: "v3.7.0"}
 	}
-	same := []join.MasterInfo{{Name: "m1", Versions: v("v1.37.2")}, {Name: "m2", Versions: v("v1.37.2")}}
-	if err := otherKubernetes(same, "v1.37.2"); err != nil {
-		t.Errorf("every master on v1.37.2: %v", err)
+	want := version.Versions{Kubernetes: "v1.37.2", Release: "v0.2.0"}
+	same := []join.MasterInfo{{Name: "m1", Versions: v("v1.37.2", "v0.2.0")}, {Name: "m2", Versions: v("v1.37.2", "v0.2.0")}}
+	if err := otherVersions(same, want); err != nil {
+		t.Errorf("every master on v1.37.2, v0.2.0: %v", err)
 	}
-	mixed := []join.MasterInfo{{Name: "m1", Versions: v("v1.37.2")}, {Name: "m2", Versions: v("v1.38.0")}, {Name: "m3"}}
-	err := otherKubernetes(mixed, "v1.37.2")
-	if err == nil || !strings.Contains(err.Error(), "m2 runs v1.38.0") || !strings.Contains(err.Error(), "m3 runs "+version.Legacy.Kubernetes) || strings.Contains(err.Error(), "m1 runs") {
+	mixed := []join.MasterInfo{{Name: "m1", Versions: v("v1.37.2", "v0.2.0")}, {Name: "m2", Versions: v("v1.38.0", "v0.2.0")}, {Name: "m3"},
+		{Name: "m4", Versions: v("v1.37.2", "v0.3.0")}}
+	err := otherVersions(mixed, want)
+	if err == nil || !strings.Contains(err.Error(), "m2 runs v1.38.0") || !strings.Contains(err.Error(), "m3 runs "+version.Legacy.Kubernetes) ||
+		!strings.Contains(err.Error(), "m4 runs k8s-master v0.3.0") || strings.Contains(err.Error(), "m1 runs") {
 		t.Errorf("mixed masters: %v", err)
 	}
 }
