@@ -47,6 +47,7 @@ import (
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/yaml"
 
+	"github.com/k8s-master/k8s-master/pkg/fsutil"
 	"github.com/k8s-master/k8s-master/pkg/ociimage"
 )
 
@@ -171,7 +172,7 @@ func Sync(ctx context.Context, c Config) (Result, error) {
 		if err != nil {
 			return r, fmt.Errorf("encode the kubelet's kubeconfig: %w", err)
 		}
-		if err := writeAtomic(c.host(c.KubeletKubeconfig), data, 0o600); err != nil {
+		if err := fsutil.WriteFileAtomic(c.host(c.KubeletKubeconfig), data, 0o600); err != nil {
 			return r, fmt.Errorf("write the kubelet's kubeconfig: %w", err)
 		}
 		r.Trust = true
@@ -228,7 +229,7 @@ func Sync(ctx context.Context, c Config) (Result, error) {
 	if err != nil || !sameCerts(servingCA, signing) {
 		servingCA = nil // an older master publishes none; or not phase serve yet
 	}
-	if leaf, err := readLeaf(c.resolve(servingPath)); err == nil && servingCA != nil && !verifies(leaf, servingCA) && issuedByCluster(leaf, bundle) {
+	if leaf, err := readLeaf(c.resolve(servingPath)); err == nil && servingCA != nil && !verifies(leaf, servingCA) && verifies(leaf, bundle) {
 		cs, err := client()
 		if err != nil {
 			return r, err
@@ -331,9 +332,6 @@ func verifies(leaf *x509.Certificate, caPEM []byte) bool {
 	return err == nil
 }
 
-// issuedByCluster tells whether a CA of the bundle signed leaf.
-func issuedByCluster(leaf *x509.Certificate, bundle []byte) bool { return verifies(leaf, bundle) }
-
 func signedBy(path string, caPEM []byte) (bool, error) {
 	leaf, err := readLeaf(path)
 	if err != nil {
@@ -396,7 +394,7 @@ func install(c Config, certPath, keyPath, prefix string, pair []byte) error {
 	if err == nil && fi.Mode()&os.ModeSymlink != 0 && filepath.Base(certPath) == prefix+"-current.pem" {
 		dir := filepath.Dir(certPath)
 		name := filepath.Join(dir, prefix+"-"+time.Now().Format("2006-01-02-15-04-05")+".pem")
-		if err := writeAtomic(c.host(name), pair, 0o600); err != nil {
+		if err := fsutil.WriteFileAtomic(c.host(name), pair, 0o600); err != nil {
 			return fmt.Errorf("write %s: %w", name, err)
 		}
 		tmp := c.host(filepath.Join(dir, "."+prefix+"-current.pem.new"))
@@ -412,13 +410,13 @@ func install(c Config, certPath, keyPath, prefix string, pair []byte) error {
 		return nil
 	}
 	if certPath == keyPath {
-		return writeAtomic(c.host(certPath), pair, 0o600)
+		return fsutil.WriteFileAtomic(c.host(certPath), pair, 0o600)
 	}
 	certs, key := splitPair(pair)
-	if err := writeAtomic(c.host(keyPath), key, 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(c.host(keyPath), key, 0o600); err != nil {
 		return err
 	}
-	return writeAtomic(c.host(certPath), certs, 0o644)
+	return fsutil.WriteFileAtomic(c.host(certPath), certs, 0o644)
 }
 
 func splitPair(pair []byte) (certs, key []byte) {
@@ -439,7 +437,7 @@ func writeIfOtherCerts(path string, bundle []byte, mode os.FileMode) (bool, erro
 	if cur, err := os.ReadFile(path); err == nil && sameCerts(cur, bundle) {
 		return false, nil
 	}
-	return true, writeAtomic(path, bundle, mode)
+	return true, fsutil.WriteFileAtomic(path, bundle, mode)
 }
 
 // sameCerts tells whether two PEM bundles hold the same certificates.
@@ -459,32 +457,6 @@ func sameCerts(a, b []byte) bool {
 		}
 	}
 	return true
-}
-
-// writeAtomic replaces path whole: a kubelet starting meanwhile reads
-// the old file or the new one, never half of one.
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
 }
 
 // clientCAFile is authentication.x509.clientCAFile of the kubelet's

@@ -13,12 +13,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"path"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/k8s-master/k8s-master/pkg/fsutil"
 )
 
 // Image is what goes into the archive.
@@ -139,26 +139,13 @@ func (img Image) Write(w io.Writer) error {
 	return tw.Close()
 }
 
-// WriteFile writes the archive to out, whole or not at all (a temporary
-// file renamed into place).
+// WriteFile writes the archive to out, whole or not at all.
 func (img Image) WriteFile(out string) error {
-	f, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if err := img.Write(f); err != nil {
-		f.Close()
+	var buf bytes.Buffer
+	if err := img.Write(&buf); err != nil {
 		return fmt.Errorf("write %s: %w", out, err)
 	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), out)
+	return fsutil.WriteFileAtomic(out, buf.Bytes(), 0o644)
 }
 
 // buildLayer returns the gzipped layer and the digest of its uncompressed
