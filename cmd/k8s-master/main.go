@@ -166,6 +166,11 @@ func runMaster(cmd *cobra.Command, c *config.Config, run startFunc) error {
 	if err := completeConfig(cmd, c); err != nil {
 		return err
 	}
+	stopDebug, err := process.ServeDebug()
+	if err != nil {
+		return err
+	}
+	defer stopDebug()
 	ctx, cancel := signalContext()
 	defer cancel()
 	out, ready := service.Notify(ctx, cmd.OutOrStdout())

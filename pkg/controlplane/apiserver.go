@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,11 +22,13 @@ import (
 	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/apiserver/pkg/server/healthz"
+	genericoptions "k8s.io/apiserver/pkg/server/options"
 	encryptionconfigcontroller "k8s.io/apiserver/pkg/server/options/encryptionconfig/controller"
 	"k8s.io/klog/v2"
 	apiserverapp "k8s.io/kubernetes/cmd/kube-apiserver/app"
 	apiserveroptions "k8s.io/kubernetes/cmd/kube-apiserver/app/options"
 
+	"github.com/k8s-master/k8s-master/pkg/certauthcache"
 	"github.com/k8s-master/k8s-master/pkg/config"
 	"github.com/k8s-master/k8s-master/pkg/pki"
 	"github.com/k8s-master/k8s-master/pkg/poll"
@@ -156,6 +159,9 @@ func StartAPIServer(ctx context.Context, c *config.Config) (*APIServer, error) {
 		}
 		g.LivezChecks = kept
 	}
+	if err := cacheCertAuthentications(apiCfg, completed.Authentication.RequestHeader); err != nil {
+		return nil, err
+	}
 	// The aggregator serves every request first: the VIP gate goes in
 	// front of its handler chain.
 	var gate *VIPGate
@@ -188,6 +194,34 @@ func StartAPIServer(ctx context.Context, c *config.Config) (*APIServer, error) {
 		}
 	}()
 	return a, nil
+}
+
+// cacheCertAuthentications puts a certauthcache in front of each server's
+// authenticator, so a client certificate's chain is verified once per TLS
+// client rather than on every request; each cache forgets its entries when
+// the client CAs change.
+func cacheCertAuthentications(apiCfg *apiserverapp.Config, rh *genericoptions.RequestHeaderAuthenticationOptions) error {
+	var headers, prefixes []string
+	if rh != nil {
+		headers = slices.Concat(rh.UsernameHeaders, rh.UIDHeaders, rh.GroupHeaders)
+		prefixes = rh.ExtraHeaderPrefixes
+	}
+	for _, g := range []*genericapiserver.Config{
+		apiCfg.KubeAPIs.ControlPlane.Generic,
+		&apiCfg.ApiExtensions.GenericConfig.Config,
+		&apiCfg.Aggregator.GenericConfig.Config,
+	} {
+		if g.Authentication.Authenticator == nil {
+			continue
+		}
+		if g.SecureServing == nil || g.SecureServing.ClientCA == nil {
+			return errors.New("kube-apiserver: no client CA provider to watch; cannot cache certificate authentications")
+		}
+		cache := certauthcache.New(g.Authentication.Authenticator, headers, prefixes)
+		g.SecureServing.ClientCA.AddListener(cache)
+		g.Authentication.Authenticator = cache
+	}
+	return nil
 }
 
 // Done is closed when the apiserver has stopped; Err says why.
