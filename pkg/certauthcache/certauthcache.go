@@ -23,7 +23,6 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"k8s.io/apiserver/pkg/authentication/authenticator"
@@ -47,18 +46,17 @@ type Authenticator struct {
 	headerPrefixes []string
 	now            func() time.Time
 
-	mu         sync.Mutex
-	generation uint64 // bumped by Enqueue; under mu
+	mu sync.Mutex
+	// generation is bumped by Enqueue, which also empties entries: every
+	// entry present was stored under the current generation.
+	generation uint64
 	entries    map[[sha256.Size]byte]entry
-
-	hits, misses atomic.Uint64
 }
 
 type entry struct {
-	resp       *authenticator.Response
-	generation uint64
-	notBefore  time.Time // latest NotBefore of the chain
-	expires    time.Time // earliest NotAfter of the chain, or stored + TTL
+	resp      *authenticator.Response
+	notBefore time.Time // latest NotBefore of the chain
+	expires   time.Time // earliest NotAfter of the chain, or stored + TTL
 }
 
 // New wraps inner. identityHeaders are the request-header authenticator's
@@ -83,10 +81,6 @@ func (a *Authenticator) Enqueue() {
 	a.mu.Unlock()
 }
 
-// Stats returns how many cacheable requests were answered from the cache
-// and how many went to the wrapped authenticator.
-func (a *Authenticator) Stats() (hits, misses uint64) { return a.hits.Load(), a.misses.Load() }
-
 // AuthenticateRequest implements authenticator.Request.
 func (a *Authenticator) AuthenticateRequest(req *http.Request) (*authenticator.Response, bool, error) {
 	if !a.cacheable(req) {
@@ -98,14 +92,12 @@ func (a *Authenticator) AuthenticateRequest(req *http.Request) (*authenticator.R
 	e, found := a.entries[key]
 	gen := a.generation
 	a.mu.Unlock()
-	if found && e.generation == gen && now.Before(e.expires) && !now.Before(e.notBefore) {
-		a.hits.Add(1)
+	if found && now.Before(e.expires) && !now.Before(e.notBefore) {
 		return e.resp, true, nil
 	}
-	a.misses.Add(1)
 	// gen was read before the inner authenticator loads its CAs: if they
-	// change meanwhile, Enqueue bumps the generation and this entry is
-	// never used.
+	// change meanwhile, Enqueue bumps the generation and this answer is
+	// not stored.
 	resp, ok, err := a.inner.AuthenticateRequest(req)
 	if err != nil || !ok || resp == nil || resp.User == nil {
 		return resp, ok, err
@@ -114,7 +106,7 @@ func (a *Authenticator) AuthenticateRequest(req *http.Request) (*authenticator.R
 	if resp.User.GetName() != certs[0].Subject.CommonName || len(resp.Audiences) != 0 {
 		return resp, ok, err // not the x509 authenticator's answer
 	}
-	e = entry{resp: resp, generation: gen, expires: now.Add(TTL)}
+	e = entry{resp: resp, expires: now.Add(TTL)}
 	for _, c := range certs {
 		if c.NotAfter.Before(e.expires) {
 			e.expires = c.NotAfter

@@ -16,13 +16,17 @@ import (
 // countingAuth answers like the x509 authenticator (user = CommonName)
 // unless told otherwise, and counts its calls.
 type countingAuth struct {
-	calls int
-	user  string // when set, the name it answers with instead
-	err   error
+	calls  int
+	user   string // when set, the name it answers with instead
+	err    error
+	during func() // when set, run inside each call (a CA change mid-verification)
 }
 
 func (c *countingAuth) AuthenticateRequest(req *http.Request) (*authenticator.Response, bool, error) {
 	c.calls++
+	if c.during != nil {
+		c.during()
+	}
 	if req.TLS == nil {
 		return nil, false, nil
 	}
@@ -77,9 +81,6 @@ func TestSameChainVerifiedOnce(t *testing.T) {
 	if inner.calls != 3 {
 		t.Errorf("a new chain with a known leaf was not verified (calls %d, want 3)", inner.calls)
 	}
-	if hits, misses := a.Stats(); hits != 8 || misses != 3 {
-		t.Errorf("Stats = %d hits, %d misses; want 8, 3", hits, misses)
-	}
 }
 
 func TestEntryEnds(t *testing.T) {
@@ -129,6 +130,23 @@ func TestNewCAsForgetEverything(t *testing.T) {
 	mustAuth(t, a, request(c), "alice")
 	if inner.calls != 3 {
 		t.Errorf("calls %d, want 3", inner.calls)
+	}
+}
+
+// An answer verified against CAs that changed while it was being verified
+// is not stored: the next request is verified again.
+func TestCAChangeDuringVerification(t *testing.T) {
+	now := t0
+	inner := &countingAuth{}
+	a := newCache(inner, &now)
+	inner.during = a.Enqueue
+	c := cert("alice", 1, t0.Add(time.Hour))
+	mustAuth(t, a, request(c), "alice")
+	inner.during = nil
+	mustAuth(t, a, request(c), "alice")
+	mustAuth(t, a, request(c), "alice")
+	if inner.calls != 2 {
+		t.Errorf("inner called %d times, want 2 (the first answer not kept, the second kept)", inner.calls)
 	}
 }
 
